@@ -1,0 +1,5 @@
+"""`python -m producers` is `leadrelay`."""
+
+from producers.cli import main
+
+main()

@@ -1,0 +1,294 @@
+"""
+`leadrelay`: the command line for upstream developers and ops.
+
+Every command that reports has `--json` for scripts. Configuration comes from
+the environment (`LEADRELAY_*`) and the destinations file, as for the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from producers.client import Producer
+from producers.importer import count_lines, import_rows, read_rows
+from worker import ledger
+from worker.context import WorkerContext, build
+from worker.errors import ConfigError, LeadRelayError
+from worker.leads import LeadState
+from worker.ledger import migrate, reports
+from worker.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="leadrelay",
+    help="Deliver leads to lead platforms; see where each one stands.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def emit(text: str) -> None:
+    """One line of machine-readable output on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        raise fail(f"configuration: {exc}") from None
+
+
+@contextmanager
+def context() -> Iterator[WorkerContext]:
+    ctx = build(settings_or_exit(), shared=False)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Create or migrate the ledger's tables (run before the first start and after each upgrade)."""
+    settings = settings_or_exit()
+    migrate.upgrade(settings.database_url, revision)
+    out.print(f"ledger at revision {revision}")
+
+
+@app.command()
+def submit(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="JSON Lines (.jsonl) or CSV (.csv)"),
+    ],
+    to: Annotated[str, typer.Option("--to", help="The destination's name, as in the config file.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="jsonl or csv (default: by suffix)")
+    ] = None,
+    key_field: Annotated[
+        str | None,
+        typer.Option("--key-field", help="A column holding each lead's idempotency key."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit every lead in FILE to a destination; bad rows are reported by line, field and rule."""
+    if fmt not in (None, "jsonl", "csv"):
+        raise fail("--format: jsonl or csv")
+    with context() as ctx:
+        try:
+            ctx.settings.destination(to)
+        except LeadRelayError as exc:
+            raise fail(str(exc)) from None
+        producer = Producer(ctx)
+        total = count_lines(file)
+        columns = (
+            TextColumn("submitting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=err, disable=as_json or not err.is_terminal) as bar:
+            task = bar.add_task("rows", total=total)
+            report = import_rows(
+                producer,
+                to,
+                read_rows(file, fmt, key_field),
+                progress=lambda n: bar.advance(task, n),
+            )
+    if as_json:
+        emit(
+            json.dumps(
+                {
+                    "accepted": report.accepted,
+                    "duplicates": report.duplicates,
+                    "refused": [
+                        {"line": line, "field": e.field, "rule": e.rule}
+                        for line, e in report.refused
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        for line, error in report.refused:
+            err.print(f"{file}:{line}: {error.field}: {error.rule}")
+        out.print(
+            f"accepted {report.accepted}, already known {report.duplicates}, "
+            f"refused {report.refused_rows} row(s)"
+        )
+    if report.refused:
+        raise typer.Exit(1)
+
+
+STAT_COLUMNS = ("queued", "sending", "delivered", "rejected", "retry_wait", "dead")
+
+
+@app.command()
+def stats(
+    as_json: JsonOpt = False,
+    watch: Annotated[float | None, typer.Option("--watch", help="Refresh every N seconds.")] = None,
+) -> None:
+    """Per destination: leads queued, sending, delivered, rejected, waiting to retry, dead."""
+    with context() as ctx:
+        while True:
+            data = _stats(ctx)
+            if as_json:
+                emit(json.dumps(data, ensure_ascii=False))
+            else:
+                if watch:
+                    out.clear()
+                out.print(_stats_table(data))
+            if not watch:
+                return
+            time.sleep(watch)
+
+
+def _stats(ctx: WorkerContext) -> list[dict[str, Any]]:
+    now = ctx.clock()
+    with ctx.sessions() as session:
+        found = reports.stats(session, now)
+        paused = ledger.pauses(session, now)
+    rows = []
+    for name in sorted(set(ctx.settings.destinations) | set(found)):
+        s = found.get(name, reports.DestinationStats(name))
+        pause = paused.get(name)
+        rows.append(
+            {
+                "destination": name,
+                **{c: s.count(LeadState(c)) for c in STAT_COLUMNS},
+                "other": {k: v for k, v in s.states.items() if k not in STAT_COLUMNS},
+                "oldest_due_s": s.oldest_due_s,
+                "settled_last_minute": s.settled_last_minute,
+                "settled_last_hour": s.settled_last_hour,
+                "paused_until": pause.until.isoformat()
+                if pause and pause.until
+                else ("indefinitely" if pause else None),
+                "paused_why": pause.reason if pause else None,
+            }
+        )
+    return rows
+
+
+def _stats_table(data: list[dict[str, Any]]) -> Table:
+    table = Table(title="lead relay")
+    table.add_column("destination")
+    for column in (
+        *STAT_COLUMNS,
+        "other",
+        "oldest due",
+        "last min",
+        "last hour",
+        "paused",
+    ):
+        table.add_column(column, justify="right")
+    for row in data:
+        other = ", ".join(f"{k} {v}" for k, v in row["other"].items()) or "0"
+        oldest = f"{row['oldest_due_s']:.0f}s" if row["oldest_due_s"] is not None else "-"
+        paused = f"{row['paused_until']} ({row['paused_why']})" if row["paused_until"] else "-"
+        table.add_row(
+            row["destination"],
+            *(str(row[c]) for c in STAT_COLUMNS),
+            other,
+            oldest,
+            str(row["settled_last_minute"]),
+            str(row["settled_last_hour"]),
+            paused,
+        )
+    return table
+
+
+@app.command()
+def status(
+    lead: Annotated[str, typer.Argument(help="Our lead id, or the producer's idempotency key.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Where one lead stands: its deliveries, every attempt, the next due time."""
+    with context() as ctx, ctx.sessions() as session:
+        row = reports.find_lead(session, lead)
+        if row is None:
+            raise fail(f"no lead with id or idempotency key {lead!r}", 1)
+        report = reports.lead_report(session, row)
+    if as_json:
+        emit(json.dumps(report, ensure_ascii=False))
+        return
+    out.print(
+        f"[bold]{report['lead_id']}[/] → {report['destination']} (accepted {report['accepted_at']})"
+    )
+    for d in report["deliveries"]:
+        stage = f"stage {d['stage']}: " if d["stage"] else ""
+        out.print(
+            f"  {stage}[bold]{d['state']}[/] after {d['attempts']} attempt(s); "
+            f"next due {d['due_at'] or '-'}; platform id {d['external_id'] or '-'}"
+        )
+        if d["detail"]:
+            out.print(f"    {d['detail']}")
+        for a in d["history"]:
+            out.print(
+                f"    {a['at']} {a['kind']} HTTP {a['status_code'] or '-'} {a['outcome']}"
+                f" {a['detail'] or a['error']}"
+            )
+
+
+@app.command()
+def demo(
+    leads: Annotated[int, typer.Option(help="How many sample leads to submit.")] = 300,
+    database: Annotated[Path, typer.Option(help="The demo's SQLite ledger file.")] = Path(
+        "leadrelay-demo.db"
+    ),
+) -> None:
+    """Run the whole relay in one process on SQLite, against the sandboxes: nothing to install."""
+    from producers import demo as demo_module
+
+    raise typer.Exit(demo_module.run(leads, database, out))
+
+
+@app.command()
+def sandbox(
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The first port; each platform takes the next.")] = 8701,
+) -> None:
+    """Serve the platform emulators on loopback ports until interrupted (for tests and trials)."""
+    from producers.sandboxes import serve_all
+
+    serve_all(host, port, out)
+
+
+def main() -> None:
+    try:
+        app()
+    except LeadRelayError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

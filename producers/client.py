@@ -1,0 +1,111 @@
+"""
+The producer side: validate, commit to the ledger, wake the destination's queue.
+
+A lead is accepted once it is committed; the wake-up after it is a courtesy
+(beat's sweeper finds due leads whose message was lost), so a broker that is
+down does not refuse leads that are already safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from worker import intake
+from worker.context import WorkerContext, build
+from worker.errors import LeadInvalid
+from worker.intake import Accepted, Submission
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger("leadrelay.producers")
+
+Waker = Callable[[str, int], None]
+
+
+def celery_waker(destination: str, count: int) -> None:
+    """Wake enough drains of `destination` to use its concurrency for `count` new leads."""
+    from worker.tasks import wake
+
+    try:
+        wake(destination)
+        for _ in range(count - 1):
+            wake(destination)
+    except Exception:  # the lead is committed; the sweeper re-wakes the queue
+        log.warning(
+            "wake-up not sent",
+            extra={"event": "intake.wake_failed", "destination": destination},
+        )
+
+
+class Producer:
+    """Submits leads to destinations. One per process is enough; it is thread-safe."""
+
+    def __init__(self, ctx: WorkerContext, waker: Waker | None = celery_waker) -> None:
+        self.ctx = ctx
+        self.waker = waker
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings | None = None, waker: Waker | None = celery_waker
+    ) -> Producer:
+        return cls(build(settings or get_settings(), shared=False), waker)
+
+    def submit(
+        self,
+        destination: str,
+        lead: Mapping[str, Any],
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Accept one lead; returns its id, or raises LeadInvalid naming every broken field."""
+        result = self.submit_many(destination, [Submission(lead, idempotency_key)])[0]
+        if result.lead_id is None:
+            raise LeadInvalid(result.errors)
+        return result.lead_id
+
+    def submit_many(
+        self,
+        destination: str,
+        leads: Iterable[Submission | Mapping[str, Any]],
+        *,
+        source: str = "api",
+    ) -> list[Accepted]:
+        """Accept many leads in one transaction; a refused lead does not stop the good ones."""
+        subs = [x if isinstance(x, Submission) else Submission(x) for x in leads]
+        results = intake.accept(self.ctx, destination, subs, source=source)
+        self._wake(destination, results)
+        return results
+
+    def _wake(self, destination: str, results: Sequence[Accepted]) -> None:
+        created = sum(1 for r in results if r.created)
+        if not created or self.waker is None:
+            return
+        dest = self.ctx.settings.destination(destination)
+        self.waker(destination, min(dest.concurrency, math.ceil(created / dest.batch_size)))
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+_default: Producer | None = None
+
+
+def default() -> Producer:
+    """The process's producer, built from the environment on first use."""
+    global _default
+    if _default is None:
+        _default = Producer.from_settings()
+    return _default
+
+
+def submit(destination: str, lead: Mapping[str, Any], *, idempotency_key: str | None = None) -> str:
+    """Accept one lead for `destination`; returns its id, or raises LeadInvalid."""
+    return default().submit(destination, lead, idempotency_key)
+
+
+def submit_many(
+    destination: str, leads: Iterable[Submission | Mapping[str, Any]]
+) -> list[Accepted]:
+    """Accept many leads; each result holds the id, or the field errors of a refused lead."""
+    return default().submit_many(destination, leads)

@@ -1,0 +1,81 @@
+"""
+The Celery application.
+
+Built at import, configured lazily: settings are read (and destinations
+turned into queues) only when Celery first needs its configuration, so
+`import worker` opens nothing and reads no file.
+
+We never use a result backend (task results are not our record: the ledger
+is), serialise JSON only (task arguments are ids, never personal data, and
+Flower shows them), and ack late with `task_reject_on_worker_lost`, so a
+worker killed mid-task leaves its message to be delivered again; the ledger's
+lease makes that second run harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+app = Celery("leadrelay")
+
+#: the queue of beat's periodic jobs and of raw intake messages
+CONTROL_QUEUE = "leadrelay"
+#: the queue where apps without our code drop raw leads (`leadrelay.submit`)
+INTAKE_QUEUE = "leadrelay.intake"
+
+
+def celery_config(settings: Any) -> dict[str, Any]:
+    """Celery's settings, from ours. A pure function: tests read it."""
+    from worker.beat import schedule
+
+    queues = [Queue(CONTROL_QUEUE), Queue(INTAKE_QUEUE)]
+    queues += [Queue(dest.queue) for dest in settings.destinations.values()]
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        # No ETA here is longer than a few seconds, so the visibility timeout only
+        # bounds how long a message of a dead worker waits to be delivered again.
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": queues,
+        "task_default_queue": CONTROL_QUEUE,
+        "task_create_missing_queues": False,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": schedule(settings),
+        "timezone": "UTC",
+        "imports": ["worker.tasks"],
+    }
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_: Any) -> None:
+    from worker.settings import get_settings
+
+    sender.conf.update(celery_config(get_settings()))
+
+
+@signals.worker_process_init.connect
+def _open_context(**_: Any) -> None:
+    from worker import context
+    from worker.settings import get_settings
+
+    context.open(get_settings())
+
+
+@signals.worker_process_shutdown.connect
+def _close_context(**_: Any) -> None:
+    from worker import context
+
+    context.close()

@@ -1,0 +1,87 @@
+"""
+What every destination's TOML table holds, whatever its platform.
+
+A destination is one platform account: credentials plus the limits we hold
+ourselves to. Each platform extends `DestinationConfig` with its credentials
+and defaults (`worker.platforms.<name>`); `worker.settings` reads the file.
+"""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+)
+
+from worker.leads import Platform
+
+
+class DestinationConfig(BaseModel):
+    """The limits and retry policy shared by every platform's destination table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    platform: Platform
+    base_url: str
+    #: requests per second, shared by every worker process and host
+    rate: PositiveFloat = 5.0
+    #: requests that may go at once after a quiet spell
+    burst: PositiveInt = 1
+    #: requests in flight at once, across every worker
+    concurrency: PositiveInt = 4
+    #: leads per request; each platform caps it
+    batch_size: PositiveInt = 1
+    #: seconds for one request (connect, write, read)
+    timeout: PositiveFloat = 10.0
+    #: sends of one lead before it is dead
+    max_attempts: PositiveInt = 8
+    #: the quota's scope in the shared limiter; destinations with the same key share it
+    limiter_key: str | None = None
+    #: first retry wait and its cap, seconds (exponential with jitter in between)
+    retry_initial: PositiveFloat = 5.0
+    retry_max: PositiveFloat = 3600.0
+    #: how long a destination pauses after an auth failure before it tries again, seconds
+    auth_pause: PositiveFloat = 600.0
+    #: requests a day the platform allows (Calltouch's points); None: no daily quota
+    daily_quota: PositiveInt | None = None
+    #: when the daily quota resets, local time in `quota_zone`
+    quota_resets_at: time = time(0, 0)
+    quota_zone: str = "Europe/Moscow"
+    #: how often to ask a platform that decides later about a lead, seconds
+    poll_interval: PositiveFloat = 60.0
+    #: stop asking after this long since the lead was accepted; it ends `expired`
+    poll_horizon: timedelta = timedelta(days=30)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue of this destination's wake-ups."""
+        return queue_name(self.name)
+
+    @property
+    def limiter_scope(self) -> str:
+        """The key of the quota this destination draws from."""
+        return self.limiter_key or f"{self.platform}:{self.name}"
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim holds: a request's timeout with room for the bookkeeping."""
+        return timedelta(seconds=max(30.0, self.timeout * 3 + 10))
+
+
+def queue_name(destination: str) -> str:
+    """`deliver.<destination>`: one Celery queue per destination."""
+    return f"deliver.{destination}"

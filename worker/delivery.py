@@ -1,0 +1,476 @@
+"""
+THE delivery loop: claim → limiter → build → send → parse → record. The only
+place that talks to a platform, once, for every platform.
+
+One step of `drain` is short: one claim, one request with a timeout, one
+commit. A wait longer than `max_inline_wait` (a cooldown, a pause) is never
+slept out inside a task: the claimed rows go back to due and the caller
+re-wakes later, so no task runs near the broker's visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from worker import ledger, retry
+from worker.config import DestinationConfig
+from worker.context import WorkerContext
+from worker.leads import Delivery, LeadState
+from worker.limiter import Grant, next_quota_reset
+from worker.outcomes import (
+    Answer,
+    Failed,
+    LeadOutcome,
+    RequestOutcome,
+    Suspended,
+    Throttled,
+)
+from worker.platforms import adapter_for
+from worker.platforms.base import Adapter
+from worker.redact import redact_answer, redact_request, redact_text
+
+log = logging.getLogger("leadrelay.delivery")
+
+
+@dataclass
+class Step:
+    """What one step of the loop did."""
+
+    kind: str  #: "sent", "empty" or "deferred"
+    wait: timedelta = timedelta(0)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class DrainReport:
+    """What one drain of a destination did, for the task's log and the demo's progress."""
+
+    destination: str
+    requests: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: set when the drain stopped for a wait (cooldown, pause, limiter)
+    deferred: timedelta | None = None
+    #: True when the time budget ran out with work left
+    more: bool = False
+
+
+@dataclass
+class Exchange:
+    """One HTTP request and what came back (or why nothing did)."""
+
+    request: httpx.Request
+    at: datetime
+    response: httpx.Response | None = None
+    error: str = ""
+    in_doubt: bool = False
+    elapsed_ms: int = 0
+
+
+def drain(ctx: WorkerContext, destination: str, *, budget: float | None = None) -> DrainReport:
+    """Deliver due leads of one destination until none is due, a wait, or `budget` seconds."""
+    dest = ctx.settings.destination(destination)
+    adapter = adapter_for(dest)
+    deadline = time.monotonic() + (ctx.settings.drain_budget if budget is None else budget)
+    report = DrainReport(destination)
+    while True:
+        step = deliver_batch(ctx, dest, adapter)
+        report.outcomes.update(step.outcomes)
+        if step.kind == "sent":
+            report.requests += 1
+        if step.kind == "deferred":
+            report.deferred = step.wait
+            return report
+        if step.kind == "empty":
+            return report
+        if time.monotonic() >= deadline:
+            report.more = True
+            return report
+
+
+def deliver_batch(ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[Any]) -> Step:
+    """One claim, one request, one commit."""
+    now = ctx.clock()
+    blocked = _blocked_for(ctx, dest, now)
+    if blocked is not None:
+        return Step("deferred", blocked)
+    owner = uuid.uuid4().hex
+    with ctx.sessions.begin() as session:
+        batch = ledger.claim_due(
+            session,
+            dest.name,
+            limit=dest.batch_size,
+            now=now,
+            lease=dest.lease,
+            owner=owner,
+        )
+    if not batch:
+        return Step("empty")
+    if not adapter.deduplicates:
+        batch = _resolve_doubts(ctx, dest, adapter, owner, batch)
+        if not batch:
+            return Step("sent", outcomes=Counter(found=1))
+    grant = _slot(ctx, dest)
+    if not grant.granted:
+        _release(ctx, owner, batch, ctx.clock() + grant.wait)
+        return Step("deferred", grant.wait)
+    try:
+        if not ctx.limiter.spend_quota(dest, now):
+            return _suspend(
+                ctx,
+                dest,
+                owner,
+                batch,
+                Suspended("daily quota spent", until_quota_reset=True),
+            )
+        exchange = send(ctx, dest, adapter, adapter.build_request(batch, dest))
+    finally:
+        ctx.limiter.release(dest, grant.holder)
+    answer = read_answer(adapter, dest, exchange, batch)
+    return apply(ctx, dest, adapter, owner, batch, exchange, answer)
+
+
+def _blocked_for(ctx: WorkerContext, dest: DestinationConfig, now: datetime) -> timedelta | None:
+    """How long the destination is paused or cooling down; None when it may send."""
+    with ctx.sessions.begin() as session:
+        pause = ledger.active_pause(session, dest.name, now)
+        if pause is not None:
+            return (pause.until - now) if pause.until else timedelta(seconds=dest.auth_pause)
+    cooling = ctx.limiter.cooldown_left(dest)
+    return cooling if cooling > timedelta(0) else None
+
+
+def _slot(ctx: WorkerContext, dest: DestinationConfig) -> Grant:
+    """A limiter slot, sleeping for it only while each wait is short."""
+    while True:
+        grant = ctx.limiter.acquire(dest)
+        if grant.granted or grant.wait.total_seconds() > ctx.settings.max_inline_wait:
+            return grant
+        time.sleep(grant.wait.total_seconds())
+
+
+def send(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    request: httpx.Request,
+) -> Exchange:
+    """Send one request with the destination's timeout; transport errors become an Exchange."""
+    request.extensions["timeout"] = httpx.Timeout(
+        dest.timeout, connect=min(3.0, dest.timeout)
+    ).as_dict()
+    exchange = Exchange(request=request, at=ctx.clock())
+    started = time.monotonic()
+    try:
+        auth = adapter.auth(dest, ctx.cache)
+        response = ctx.http.send(request, auth=auth) if auth else ctx.http.send(request)
+        response.read()
+        exchange.response = response
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        exchange.error = f"not sent: {type(exc).__name__}"
+    except httpx.HTTPError as exc:
+        exchange.error = f"answer lost: {type(exc).__name__}"
+        exchange.in_doubt = True
+    except Exception as exc:  # an auth flow's own failure, never a reason to kill the task
+        log.exception(
+            "request failed",
+            extra={"event": "delivery.error", "destination": dest.name},
+        )
+        exchange.error = f"request failed: {type(exc).__name__}"
+    exchange.elapsed_ms = int((time.monotonic() - started) * 1000)
+    return exchange
+
+
+def read_answer(
+    adapter: Adapter[Any],
+    dest: DestinationConfig,
+    exchange: Exchange,
+    batch: Sequence[Delivery],
+) -> Answer:
+    """The adapter's reading of the exchange; an unreadable answer is a Failed, not a crash."""
+    if exchange.response is None:
+        return Failed(exchange.error, in_doubt=exchange.in_doubt)
+    try:
+        answer = adapter.parse_response(exchange.response, batch, dest)
+    except Exception as exc:
+        log.exception(
+            "unreadable answer",
+            extra={"event": "delivery.unreadable", "destination": dest.name},
+        )
+        return Failed(f"could not read the answer: {type(exc).__name__}")
+    if isinstance(answer, list) and len(answer) != len(batch):
+        return Failed(f"{len(answer)} outcomes for {len(batch)} leads")
+    return answer
+
+
+def apply(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    owner: str,
+    batch: Sequence[Delivery],
+    exchange: Exchange,
+    answer: Answer,
+) -> Step:
+    """Act on the answer: settle each lead, or cool down / pause the destination."""
+    if isinstance(answer, Throttled):
+        return _throttle(ctx, dest, owner, batch, exchange, answer)
+    if isinstance(answer, Suspended):
+        return _suspend(ctx, dest, owner, batch, answer, exchange)
+    outcomes: Sequence[LeadOutcome | Failed] = (
+        [answer] * len(batch) if isinstance(answer, Failed) else answer
+    )
+    now = ctx.clock()
+    settlements = [
+        retry.settle(d, o, dest, now, ctx.rand, deduplicates=adapter.deduplicates)
+        for d, o in zip(batch, outcomes, strict=True)
+    ]
+    with ctx.sessions.begin() as session:
+        ledger.settle(session, owner, settlements, now)
+        _record(
+            ctx,
+            session,
+            dest,
+            "send",
+            exchange,
+            [(s.delivery_id, s.outcome, s.detail) for s in settlements],
+        )
+        advance_stages(session, adapter, batch, settlements, now)
+    counts = Counter(str(s.state) for s in settlements)
+    log.info(
+        "batch sent",
+        extra={
+            "event": "delivery.sent",
+            "destination": dest.name,
+            "leads": len(batch),
+            "status": exchange.response.status_code if exchange.response else None,
+            "ms": exchange.elapsed_ms,
+            "outcomes": dict(counts),
+        },
+    )
+    return Step("sent", outcomes=counts)
+
+
+def advance_stages(
+    session: Any,
+    adapter: Adapter[Any],
+    batch: Sequence[Delivery],
+    settlements: Sequence[ledger.Settlement],
+    now: datetime,
+) -> None:
+    """Release the next stage of staged leads whose stage was decided now."""
+    for delivery, settlement in zip(batch, settlements, strict=True):
+        if delivery.stage <= 0 or settlement.state == delivery.state:
+            continue
+        due = adapter.next_stage_due(delivery, settlement.state, settlement.data, now)
+        if due is not None:
+            ledger.release_next_stage(session, delivery.lead_id, delivery.stage, due, now)
+
+
+def _throttle(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    owner: str,
+    batch: Sequence[Delivery],
+    exchange: Exchange | None,
+    answer: Throttled,
+) -> Step:
+    wait = answer.retry_after or retry.backoff(1, dest, ctx.rand)
+    ctx.limiter.cool_down(dest, wait)
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        ledger.release(session, owner, [d.id for d in batch], now + wait, now)
+        if exchange is not None:
+            _record(
+                ctx,
+                session,
+                dest,
+                "send",
+                exchange,
+                [(d.id, "throttled", answer.reason) for d in batch],
+            )
+    log.warning(
+        "destination cooling down",
+        extra={
+            "event": "delivery.throttled",
+            "destination": dest.name,
+            "wait_s": wait.total_seconds(),
+        },
+    )
+    return Step("deferred", wait, Counter(throttled=len(batch)))
+
+
+def _suspend(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    owner: str,
+    batch: Sequence[Delivery],
+    answer: Suspended,
+    exchange: Exchange | None = None,
+) -> Step:
+    now = ctx.clock()
+    until = answer.until
+    if until is None:
+        until = (
+            next_quota_reset(dest, now)
+            if answer.until_quota_reset
+            else now + timedelta(seconds=dest.auth_pause)
+        )
+    kind = "quota" if answer.until_quota_reset else "auth"
+    with ctx.sessions.begin() as session:
+        ledger.set_pause(session, dest.name, kind=kind, reason=answer.reason, now=now, until=until)
+        ledger.release(session, owner, [d.id for d in batch], until, now)
+        if exchange is not None:
+            _record(
+                ctx,
+                session,
+                dest,
+                "send",
+                exchange,
+                [(d.id, "suspended", answer.reason) for d in batch],
+            )
+    log.error(
+        "destination paused",
+        extra={
+            "event": "delivery.suspended",
+            "destination": dest.name,
+            "kind": kind,
+            "reason": answer.reason,
+            "until": until.isoformat(),
+        },
+    )
+    return Step("deferred", until - now, Counter(suspended=len(batch)))
+
+
+def _release(ctx: WorkerContext, owner: str, batch: Sequence[Delivery], due: datetime) -> None:
+    with ctx.sessions.begin() as session:
+        ledger.release(session, owner, [d.id for d in batch], due, ctx.clock())
+
+
+def _resolve_doubts(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    owner: str,
+    batch: Sequence[Delivery],
+) -> list[Delivery]:
+    """For a platform without deduplication: look up in-doubt leads before sending them again."""
+    keep: list[Delivery] = []
+    for delivery in batch:
+        if not delivery.in_doubt:
+            keep.append(delivery)
+            continue
+        outcome = _look_up(ctx, dest, adapter, owner, delivery)
+        if outcome == "send":
+            keep.append(delivery)
+    return keep
+
+
+def _look_up(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    owner: str,
+    delivery: Delivery,
+) -> str:
+    now = ctx.clock()
+    request = adapter.build_lookup(delivery, dest, now)
+    if request is None:
+        return "send"
+    grant = _slot(ctx, dest)
+    if not grant.granted:
+        _release(ctx, owner, [delivery], now + grant.wait)
+        return "deferred"
+    try:
+        exchange = send(ctx, dest, adapter, request)
+    finally:
+        ctx.limiter.release(dest, grant.holder)
+    found: LeadOutcome | None = None
+    failed = exchange.response is None or adapter.throttle_or_failure(exchange.response) is not None
+    if not failed and exchange.response is not None:
+        try:
+            found = adapter.parse_lookup(exchange.response, delivery, dest)
+        except Exception:
+            failed = True
+    with ctx.sessions.begin() as session:
+        if failed:
+            wait = retry.backoff(delivery.attempt, dest, ctx.rand)
+            ledger.release(session, owner, [delivery.id], now + wait, now)
+            _record(
+                ctx,
+                session,
+                dest,
+                "lookup",
+                exchange,
+                [(delivery.id, "lookup_failed", exchange.error)],
+            )
+            return "deferred"
+        if found is None:
+            _record(
+                ctx,
+                session,
+                dest,
+                "lookup",
+                exchange,
+                [(delivery.id, "not_found", "not at the platform; sending again")],
+            )
+            return "send"
+        settlement = retry.settle(delivery, found, dest, now, ctx.rand)
+        ledger.settle(session, owner, [settlement], now)
+        _record(
+            ctx,
+            session,
+            dest,
+            "lookup",
+            exchange,
+            [(delivery.id, "found", settlement.detail)],
+        )
+    return "found"
+
+
+def _record(
+    ctx: WorkerContext,
+    session: Any,
+    dest: DestinationConfig,
+    kind: str,
+    exchange: Exchange,
+    results: list[tuple[int, str, str]],
+) -> None:
+    """Write the exchange (redacted) and what it meant for each delivery."""
+    response = exchange.response
+    ledger.record_attempt(
+        session,
+        ledger.AttemptRecord(
+            destination=dest.name,
+            kind=kind,
+            at=exchange.at,
+            request=redact_request(exchange.request, ctx.secrets),
+            status_code=response.status_code if response is not None else None,
+            answer=redact_answer(response, ctx.secrets) if response is not None else "",
+            error=redact_text(exchange.error, ctx.secrets),
+            elapsed_ms=exchange.elapsed_ms,
+        ),
+        [(d, o, redact_text(t, ctx.secrets)) for d, o, t in results],
+    )
+
+
+def request_outcome_name(answer: RequestOutcome) -> str:
+    return type(answer).__name__.lower()
+
+
+def poll(ctx: WorkerContext, destination: str, *, limit: int = 100) -> Counter[str]:
+    """Ask the platform about leads it decides later; settle those whose status is final."""
+    from worker import polling
+
+    return polling.poll(ctx, ctx.settings.destination(destination), limit=limit)
+
+
+__all__ = ["DrainReport", "LeadState", "drain", "poll"]

@@ -1,0 +1,168 @@
+"""
+Validation at the door and the ledger insert: the one way a lead gets in.
+
+Every way in (the Python API, the CLI import, a raw Celery message) comes
+through `accept`, so every lead meets the same rules. A lead is accepted only
+once it is committed; a refused one is never stored as a lead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import ledger
+from worker.context import WorkerContext
+from worker.errors import FieldError, LeadInvalid, UnknownDestination
+from worker.platforms import adapter_for
+from worker.settings import Settings
+
+#: the longest idempotency key we keep
+MAX_KEY = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What became of one submitted lead."""
+
+    lead_id: str | None  #: our id; None when refused
+    created: bool = False  #: False for a refusal or an idempotency key seen before
+    errors: tuple[FieldError, ...] = ()
+    refusal_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.lead_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One lead as a producer hands it over."""
+
+    lead: Any
+    idempotency_key: str | None = None
+
+
+def new_lead_id() -> str:
+    return uuid.uuid4().hex
+
+
+def prepare(settings: Settings, destination: str, sub: Submission, source: str) -> ledger.NewLead:
+    """Validate and normalise one submission, or raise LeadInvalid / UnknownDestination."""
+    dest = settings.destination(destination)
+    key = sub.idempotency_key
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY):
+        raise LeadInvalid.one("idempotency_key", f"a string of 1 to {MAX_KEY} characters")
+    if not isinstance(sub.lead, Mapping):
+        raise LeadInvalid.one("lead", "must be a JSON object")
+    adapter = adapter_for(dest)
+    payload = adapter.validate(sub.lead)
+    return ledger.NewLead(
+        id=new_lead_id(),
+        destination=dest.name,
+        payload=payload,
+        source=source,
+        idempotency_key=key,
+        stages=adapter.stages(payload, dest),
+    )
+
+
+def accept(
+    ctx: WorkerContext,
+    destination: str,
+    submissions: Sequence[Submission],
+    *,
+    source: str,
+    record_refusals: bool = False,
+) -> list[Accepted]:
+    """Validate every submission, store the good ones in one transaction; results in input order."""
+    return accept_into(
+        ctx.settings,
+        ctx.sessions,
+        ctx.clock,
+        destination,
+        submissions,
+        source=source,
+        record_refusals=record_refusals,
+    )
+
+
+def accept_into(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: Any,
+    destination: str,
+    submissions: Sequence[Submission],
+    *,
+    source: str,
+    record_refusals: bool = False,
+) -> list[Accepted]:
+    settings.destination(destination)  # an unknown destination refuses the whole call
+    prepared: list[ledger.NewLead | LeadInvalid] = []
+    for sub in submissions:
+        try:
+            prepared.append(prepare(settings, destination, sub, source))
+        except LeadInvalid as exc:
+            prepared.append(exc)
+    good = [p for p in prepared if isinstance(p, ledger.NewLead)]
+    now = clock()
+    with sessions.begin() as session:
+        stored = iter(ledger.insert_leads(session, good, now))
+        out: list[Accepted] = []
+        for sub, item in zip(submissions, prepared, strict=True):
+            if isinstance(item, ledger.NewLead):
+                lead_id, created = next(stored)
+                out.append(Accepted(lead_id, created))
+                continue
+            refusal = None
+            if record_refusals:
+                refusal = ledger.record_refusal(
+                    session,
+                    now=now,
+                    source=source,
+                    destination=destination,
+                    idempotency_key=sub.idempotency_key
+                    if isinstance(sub.idempotency_key, str)
+                    else None,
+                    errors=[{"field": e.field, "rule": e.rule} for e in item.errors],
+                )
+            out.append(Accepted(None, False, item.errors, refusal))
+    return out
+
+
+def accept_one(
+    ctx: WorkerContext,
+    destination: str,
+    lead: Any,
+    *,
+    idempotency_key: str | None = None,
+    source: str,
+) -> Accepted:
+    """One raw lead (a Celery message); a refusal, an unknown destination included, is recorded."""
+    try:
+        return accept(
+            ctx,
+            destination,
+            [Submission(lead, idempotency_key)],
+            source=source,
+            record_refusals=True,
+        )[0]
+    except UnknownDestination as exc:
+        with ctx.sessions.begin() as session:
+            refusal = ledger.record_refusal(
+                session,
+                now=ctx.clock(),
+                source=source,
+                destination=None,
+                idempotency_key=None,
+                errors=[{"field": "destination", "rule": str(exc)}],
+            )
+        return Accepted(None, False, (FieldError("destination", str(exc)),), refusal)
+
+
+def destinations_touched(results: Iterable[Accepted]) -> bool:
+    return any(r.created for r in results)

@@ -1,0 +1,41 @@
+"""The ledger: the only package that speaks SQL. Callers use these names."""
+
+from worker.ledger.store import (
+    AttemptRecord,
+    NewLead,
+    Settlement,
+    active_pause,
+    claim_due,
+    clear_pause,
+    due_counts,
+    insert_leads,
+    pauses,
+    poll_due_counts,
+    record_attempt,
+    record_refusal,
+    release,
+    release_next_stage,
+    set_pause,
+    settle,
+    sweep_expired_leases,
+)
+
+__all__ = [
+    "AttemptRecord",
+    "NewLead",
+    "Settlement",
+    "active_pause",
+    "claim_due",
+    "clear_pause",
+    "due_counts",
+    "insert_leads",
+    "pauses",
+    "poll_due_counts",
+    "record_attempt",
+    "record_refusal",
+    "release",
+    "release_next_stage",
+    "set_pause",
+    "settle",
+    "sweep_expired_leases",
+]

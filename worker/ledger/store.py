@@ -1,0 +1,516 @@
+"""
+Every query the service runs, by name. Nothing outside `worker.ledger` writes SQL.
+
+Writes that matter for "never lose a lead" are single statements:
+* intake is INSERT … ON CONFLICT DO NOTHING on (destination, idempotency_key), then
+  a read of what already existed: two producers racing with one key get one lead;
+* a claim is UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING, so
+  workers take disjoint batches without waiting on each other (SQLite has one
+  writer at a time and ignores the locking clause, which is then not needed);
+* settling a batch only touches rows still leased to the claimant (`lease_owner`),
+  so a worker that lost its lease to the sweeper cannot overwrite a newer claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from worker.leads import DUE_STATES, FINAL_STATES, POLL_STATES, Delivery, LeadState
+from worker.ledger.tables import (
+    AttemptResultRow,
+    AttemptRow,
+    DeliveryRow,
+    LeadRow,
+    PauseRow,
+    RefusalRow,
+)
+
+#: rows per INSERT statement at intake
+CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewLead:
+    """A validated lead on its way into the ledger."""
+
+    id: str
+    destination: str
+    payload: Mapping[str, Any]
+    source: str
+    idempotency_key: str | None = None
+    #: deliveries to create: 1, or one per stage of a staged application
+    stages: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What becomes of one claimed delivery; computed by `worker.retry.settle`."""
+
+    delivery_id: int
+    state: LeadState
+    attempts: int
+    due_at: datetime | None
+    detail: str = ""
+    external_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    in_doubt: bool = False
+    outcome: str = ""  #: the outcome's name, for the attempt log
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One HTTP exchange, already redacted."""
+
+    destination: str
+    kind: str
+    at: datetime
+    request: Mapping[str, Any]
+    status_code: int | None
+    answer: str
+    error: str
+    elapsed_ms: int
+
+
+# ---------------------------------------------------------------- intake
+
+
+def insert_leads(
+    session: Session, leads: Sequence[NewLead], now: datetime
+) -> list[tuple[str, bool]]:
+    """
+    Store leads and their deliveries; returns (lead id, created) in input order.
+
+    A lead whose (destination, idempotency_key) exists already is not stored
+    again: its existing id comes back with created=False.
+    """
+    out: list[tuple[str, bool]] = []
+    for start in range(0, len(leads), CHUNK):
+        out += _insert_chunk(session, leads[start : start + CHUNK], now)
+    return out
+
+
+def _insert_chunk(
+    session: Session, leads: Sequence[NewLead], now: datetime
+) -> list[tuple[str, bool]]:
+    keyed = [lead for lead in leads if lead.idempotency_key is not None]
+    existing = _existing_ids(session, keyed)
+    fresh: list[NewLead] = []
+    seen: dict[tuple[str, str], str] = {}
+    for lead in leads:
+        pair = (lead.destination, lead.idempotency_key or "")
+        if lead.idempotency_key is not None and (pair in existing or pair in seen):
+            continue
+        if lead.idempotency_key is not None:
+            seen[pair] = lead.id
+        fresh.append(lead)
+    inserted = _insert_new(session, fresh, now)
+    if len(inserted) != len(fresh):  # lost a race with another producer on some keys
+        existing.update(_existing_ids(session, [x for x in fresh if x.id not in inserted]))
+    _insert_deliveries(session, [x for x in fresh if x.id in inserted], now)
+    result = []
+    for lead in leads:
+        if lead.id in inserted:
+            result.append((lead.id, True))
+        else:
+            pair = (lead.destination, lead.idempotency_key or "")
+            result.append((existing.get(pair) or seen[pair], False))
+    return result
+
+
+def _existing_ids(session: Session, leads: Sequence[NewLead]) -> dict[tuple[str, str], str]:
+    if not leads:
+        return {}
+    rows = session.execute(
+        select(LeadRow.destination, LeadRow.idempotency_key, LeadRow.id).where(
+            or_(
+                *(
+                    and_(LeadRow.destination == dest, LeadRow.idempotency_key.in_(keys))
+                    for dest, keys in _keys_by_destination(leads).items()
+                )
+            )
+        )
+    )
+    return {(d, k or ""): i for d, k, i in rows}
+
+
+def _keys_by_destination(leads: Iterable[NewLead]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for lead in leads:
+        if lead.idempotency_key is not None:
+            out.setdefault(lead.destination, []).append(lead.idempotency_key)
+    return out
+
+
+def _insert_new(session: Session, leads: Sequence[NewLead], now: datetime) -> set[str]:
+    if not leads:
+        return set()
+    rows = [
+        {
+            "id": lead.id,
+            "destination": lead.destination,
+            "idempotency_key": lead.idempotency_key,
+            "payload": dict(lead.payload),
+            "source": lead.source,
+            "created_at": now,
+        }
+        for lead in leads
+    ]
+    dialect = session.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LeadRow)
+    stmt = ins.on_conflict_do_nothing(index_elements=["destination", "idempotency_key"])
+    if all(lead.idempotency_key is None for lead in leads):
+        session.execute(insert(LeadRow), rows)
+        return {lead.id for lead in leads}
+    found = session.scalars(stmt.returning(LeadRow.id), rows).all()
+    return set(found)
+
+
+def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime) -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "lead_id": lead.id,
+            "destination": lead.destination,
+            "stage": stage if lead.stages > 1 else 0,
+            "state": LeadState.QUEUED if stage <= 1 else LeadState.HELD,
+            "attempts": 0,
+            "due_at": now if stage <= 1 else None,
+            "in_doubt": False,
+            "detail": "",
+            "data": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for lead in leads
+        for stage in range(1, lead.stages + 1)
+    ]
+    if rows:
+        session.execute(insert(DeliveryRow), rows)
+
+
+def record_refusal(
+    session: Session,
+    *,
+    now: datetime,
+    source: str,
+    destination: str | None,
+    idempotency_key: str | None,
+    errors: Sequence[Mapping[str, str]],
+) -> int:
+    """Keep a refused intake's reasons (field and rule, never values); returns its id."""
+    row = RefusalRow(
+        at=now,
+        source=source,
+        destination=destination,
+        idempotency_key=idempotency_key,
+        errors={"errors": [dict(e) for e in errors]},
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+# ---------------------------------------------------------------- delivery
+
+
+_DELIVERY_COLUMNS = (
+    DeliveryRow.id,
+    DeliveryRow.lead_id,
+    DeliveryRow.attempts,
+    DeliveryRow.stage,
+    DeliveryRow.external_id,
+    DeliveryRow.in_doubt,
+    DeliveryRow.data,
+    DeliveryRow.state,
+)
+
+
+def claim_due(
+    session: Session,
+    destination: str,
+    *,
+    limit: int,
+    now: datetime,
+    lease: timedelta,
+    owner: str,
+    states: Iterable[LeadState] = DUE_STATES,
+    keep_state: bool = False,
+) -> list[Delivery]:
+    """
+    Lease up to `limit` due deliveries of one destination to `owner`, oldest due first.
+
+    A send claim moves them to `sending`; a poll claim (`keep_state`) leaves
+    their state and only takes the lease.
+    """
+    due = (
+        select(DeliveryRow.id)
+        .where(
+            DeliveryRow.destination == destination,
+            DeliveryRow.state.in_([str(s) for s in states]),
+            DeliveryRow.due_at <= now,
+            or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
+        )
+        .order_by(DeliveryRow.due_at, DeliveryRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = session.execute(
+        update(DeliveryRow)
+        .where(DeliveryRow.id.in_(due.scalar_subquery()))
+        .values(
+            state=DeliveryRow.state if keep_state else LeadState.SENDING,
+            lease_until=now + lease,
+            lease_owner=owner,
+            updated_at=now,
+        )
+        .returning(*_DELIVERY_COLUMNS)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return _with_payloads(session, claimed)
+
+
+def _with_payloads(session: Session, rows: Sequence[Any]) -> list[Delivery]:
+    if not rows:
+        return []
+    leads = {
+        lead_id: (payload, created)
+        for lead_id, payload, created in session.execute(
+            select(LeadRow.id, LeadRow.payload, LeadRow.created_at).where(
+                LeadRow.id.in_({r.lead_id for r in rows})
+            )
+        )
+    }
+    out = [
+        Delivery(
+            id=r.id,
+            lead_id=r.lead_id,
+            payload=leads[r.lead_id][0],
+            attempt=r.attempts + 1,
+            created_at=leads[r.lead_id][1],
+            stage=r.stage,
+            external_id=r.external_id,
+            in_doubt=r.in_doubt,
+            data=r.data or {},
+            state=LeadState(r.state),
+        )
+        for r in rows
+    ]
+    return sorted(out, key=lambda d: d.id)
+
+
+def settle(session: Session, owner: str, settlements: Sequence[Settlement], now: datetime) -> int:
+    """Write each delivery's new state; only rows still leased to `owner` change."""
+    if not settlements:
+        return 0
+    stmt = (
+        update(DeliveryRow)
+        .where(
+            DeliveryRow.id == bindparam("b_id"),
+            DeliveryRow.lease_owner == bindparam("b_owner"),
+        )
+        .values(
+            state=bindparam("b_state"),
+            attempts=bindparam("b_attempts"),
+            due_at=bindparam("b_due"),
+            detail=bindparam("b_detail"),
+            external_id=bindparam("b_external"),
+            data=bindparam("b_data"),
+            in_doubt=bindparam("b_doubt"),
+            lease_until=None,
+            lease_owner=None,
+            updated_at=now,
+            settled_at=bindparam("b_settled"),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    params = [
+        {
+            "b_id": s.delivery_id,
+            "b_owner": owner,
+            "b_state": str(s.state),
+            "b_attempts": s.attempts,
+            "b_due": s.due_at,
+            "b_detail": s.detail[:2000],
+            "b_external": s.external_id,
+            "b_data": dict(s.data),
+            "b_doubt": s.in_doubt,
+            "b_settled": now if s.state in FINAL_STATES or s.state == LeadState.DELIVERED else None,
+        }
+        for s in settlements
+    ]
+    result = session.connection().execute(stmt, params)
+    return int(result.rowcount or 0)
+
+
+def release(
+    session: Session, owner: str, ids: Sequence[int], due_at: datetime, now: datetime
+) -> int:
+    """Give claimed deliveries back untouched (a cooldown or pause hit): due again at `due_at`."""
+    if not ids:
+        return 0
+    result = session.execute(
+        update(DeliveryRow)
+        .where(DeliveryRow.id.in_(ids), DeliveryRow.lease_owner == owner)
+        .values(
+            state=case((DeliveryRow.attempts > 0, LeadState.RETRY_WAIT), else_=LeadState.QUEUED),
+            due_at=due_at,
+            lease_until=None,
+            lease_owner=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def record_attempt(
+    session: Session, attempt: AttemptRecord, results: Sequence[tuple[int, str, str]]
+) -> int:
+    """Log one exchange and, per delivery it carried, (delivery id, outcome, detail)."""
+    row = AttemptRow(
+        destination=attempt.destination,
+        kind=attempt.kind,
+        at=attempt.at,
+        request=dict(attempt.request),
+        status_code=attempt.status_code,
+        answer=attempt.answer,
+        error=attempt.error,
+        elapsed_ms=attempt.elapsed_ms,
+    )
+    session.add(row)
+    session.flush()
+    if results:
+        session.execute(
+            insert(AttemptResultRow),
+            [
+                {
+                    "attempt_id": row.id,
+                    "delivery_id": d,
+                    "outcome": o,
+                    "detail": t[:2000],
+                }
+                for d, o, t in results
+            ],
+        )
+    return row.id
+
+
+def sweep_expired_leases(
+    session: Session, destination: str, *, now: datetime, max_attempts: int
+) -> int:
+    """
+    Deliveries whose worker died mid-request: due again now, flagged in doubt.
+
+    The lost try counts as an attempt, so a lead that kills its worker every
+    time ends dead instead of looping.
+    """
+    expired = and_(
+        DeliveryRow.destination == destination,
+        DeliveryRow.state == LeadState.SENDING,
+        DeliveryRow.lease_until < now,
+    )
+    result = session.execute(
+        update(DeliveryRow)
+        .where(expired)
+        .values(
+            state=case(
+                (DeliveryRow.attempts + 1 >= max_attempts, LeadState.DEAD),
+                else_=LeadState.RETRY_WAIT,
+            ),
+            attempts=DeliveryRow.attempts + 1,
+            in_doubt=True,
+            due_at=now,
+            detail="the worker holding this lead stopped mid-request; the send is in doubt",
+            lease_until=None,
+            lease_owner=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def due_counts(session: Session, now: datetime) -> dict[str, int]:
+    """How many deliveries are due now, per destination (for the sweeper's wake-ups)."""
+    rows = session.execute(
+        select(DeliveryRow.destination, func.count())
+        .where(
+            DeliveryRow.state.in_([str(s) for s in DUE_STATES]),
+            DeliveryRow.due_at <= now,
+        )
+        .group_by(DeliveryRow.destination)
+    )
+    return {d: int(n) for d, n in rows}
+
+
+def poll_due_counts(session: Session, now: datetime) -> dict[str, int]:
+    """How many deliveries are due a status look, per destination."""
+    rows = session.execute(
+        select(DeliveryRow.destination, func.count())
+        .where(
+            DeliveryRow.state.in_([str(s) for s in POLL_STATES]),
+            DeliveryRow.due_at <= now,
+            or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
+        )
+        .group_by(DeliveryRow.destination)
+    )
+    return {d: int(n) for d, n in rows}
+
+
+def release_next_stage(
+    session: Session, lead_id: str, stage: int, due_at: datetime, now: datetime
+) -> bool:
+    """A staged lead's stage `stage` was decided: make stage + 1 due at `due_at`."""
+    result = session.execute(
+        update(DeliveryRow)
+        .where(
+            DeliveryRow.lead_id == lead_id,
+            DeliveryRow.stage == stage + 1,
+            DeliveryRow.state == LeadState.HELD,
+        )
+        .values(state=LeadState.QUEUED, due_at=due_at, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- pauses
+
+
+def set_pause(
+    session: Session,
+    destination: str,
+    *,
+    kind: str,
+    reason: str,
+    now: datetime,
+    until: datetime | None,
+) -> None:
+    """Pause a destination (replacing any pause it had)."""
+    session.execute(delete(PauseRow).where(PauseRow.destination == destination))
+    session.add(PauseRow(destination=destination, kind=kind, reason=reason, since=now, until=until))
+    session.flush()
+
+
+def clear_pause(session: Session, destination: str) -> bool:
+    result = session.execute(delete(PauseRow).where(PauseRow.destination == destination))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def active_pause(session: Session, destination: str, now: datetime) -> PauseRow | None:
+    """The destination's pause if it is still in force."""
+    row = session.get(PauseRow, destination)
+    if row is None or (row.until is not None and row.until <= now):
+        return None
+    return row
+
+
+def pauses(session: Session, now: datetime) -> dict[str, PauseRow]:
+    rows = session.scalars(select(PauseRow)).all()
+    return {r.destination: r for r in rows if r.until is None or r.until > now}

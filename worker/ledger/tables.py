@@ -1,0 +1,157 @@
+"""
+The ledger's tables, as SQLAlchemy 2 typed ORM classes.
+
+* `leads`           one row per accepted lead: its destination, the producer's
+                    idempotency key, the normalised payload (the lead's own data)
+* `deliveries`      one row per lead per stage (one stage but for staged Admitad
+                    applications): state, attempts, due time, lease
+* `attempts`        one row per HTTP exchange with a platform: the redacted request,
+                    status code, redacted answer, time taken
+* `attempt_results` what one exchange meant for each delivery it carried
+* `refusals`        intake that failed validation where nobody could be told at once
+                    (raw Celery messages), with every field error; never silent
+* `pauses`          destinations stopped by ops or by an auth/quota failure; survive restarts
+
+All times are timezone-aware UTC; SQLite stores them naive, `UTCDateTime` restores the zone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every dialect (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the ledger stores aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite autoincrements INTEGER PRIMARY KEY only, PostgreSQL wants BIGINT for the long run.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: Json}
+
+
+class LeadRow(Base):
+    __tablename__ = "leads"
+    __table_args__ = (
+        UniqueConstraint("destination", "idempotency_key", name="uq_leads_destination_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(63))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]]
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    #: set when `leadrelay purge` removed the personal data from payload
+    purged_at: Mapped[datetime | None]
+
+
+class DeliveryRow(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "destination", "state", "due_at"),
+        Index("ix_deliveries_lease", "state", "lease_until"),
+        UniqueConstraint("lead_id", "stage", name="uq_deliveries_lead_stage"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    destination: Mapped[str] = mapped_column(String(63))
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
+    in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
+    external_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    settled_at: Mapped[datetime | None]
+
+
+class AttemptRow(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_destination_at", "destination", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(10))  # send, lookup, poll, token, settings
+    at: Mapped[datetime]
+    request: Mapped[dict[str, Any]]  # method, url, headers, body: redacted
+    status_code: Mapped[int | None]
+    answer: Mapped[str] = mapped_column(Text, default="")  # redacted, truncated
+    error: Mapped[str] = mapped_column(Text, default="")
+    elapsed_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AttemptResultRow(Base):
+    __tablename__ = "attempt_results"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    outcome: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class RefusalRow(Base):
+    __tablename__ = "refusals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(16))
+    destination: Mapped[str | None] = mapped_column(String(63))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    errors: Mapped[dict[str, Any]]  # {"errors": [{"field", "rule"}]}: rules, never values
+
+
+class PauseRow(Base):
+    __tablename__ = "pauses"
+
+    destination: Mapped[str] = mapped_column(String(63), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))  # manual, auth, quota
+    reason: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime]
+    until: Mapped[datetime | None]  # None: until ops resume it

@@ -1,0 +1,47 @@
+-- The shared limiter of lead relay: one atomic step for every worker process and host.
+-- Token bucket in one Lua script: the `limits` library has no shared cooldown nor an
+-- in-flight cap, and all three must be decided together, atomically.
+--
+-- acquire(KEYS = [tat_key, cooldown_key, inflight_key],
+--         ARGV = [interval_ms, burst, concurrency, lease_ms, holder])
+--
+--   tat_key      GCRA "theoretical arrival time" (ms) of the quota scope
+--   cooldown_key set with a PX ttl after a 429/503; while it lives nobody sends
+--   inflight_key sorted set: holder -> expiry (ms) of requests in flight
+--
+-- Returns {0, ""} when the caller may send now (its holder is registered in flight),
+-- else {wait_ms, why} with why = "cooldown", "concurrency" or "rate".
+-- Time comes from redis.call('TIME'), so workers on skewed clocks agree.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local concurrency = tonumber(ARGV[3])
+local lease = tonumber(ARGV[4])
+
+local cooling = redis.call('PTTL', KEYS[2])
+if cooling > 0 then
+  return {cooling, 'cooldown'}
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[3]) >= concurrency then
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  return {math.max(1, math.min(25, tonumber(first[2]) - now)), 'concurrency'}
+end
+
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then
+  tat = now
+end
+local allow_at = tat + interval - burst * interval
+if now < allow_at then
+  return {allow_at - now, 'rate'}
+end
+
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+redis.call('ZADD', KEYS[3], now + lease, ARGV[5])
+redis.call('PEXPIRE', KEYS[3], lease + 1000)
+return {0, ''}

@@ -1,0 +1,260 @@
+"""
+The shared limiter: how fast, how many at once, and whether a destination cools down.
+
+Celery's `rate_limit` is per worker process and cannot hold a platform-wide
+quota, so every worker asks Redis instead (`limiter.lua`, one atomic script):
+a GCRA token bucket per quota scope (`DestinationConfig.limiter_scope`: per
+account, or per egress IP for Calltouch), an in-flight cap per destination,
+and a cooldown per destination set by a 429/503 that every worker honours.
+
+`MemoryLimiter` is the same contract inside one process, for the embedded
+demo only; it is not shared and says so.
+
+Every Redis key is named here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import redis
+
+from worker.config import DestinationConfig
+
+PREFIX = "leadrelay"
+
+
+def tat_key(scope: str) -> str:
+    """GCRA state of one quota scope (Calltouch: per source IP; others: per account)."""
+    return f"{PREFIX}:tat:{scope}"
+
+
+def cooldown_key(destination: str) -> str:
+    """Set with a PX ttl by a 429/503; every worker reads it before sending."""
+    return f"{PREFIX}:cooldown:{destination}"
+
+
+def inflight_key(destination: str) -> str:
+    """Sorted set of requests in flight to a destination, scored by their expiry (ms)."""
+    return f"{PREFIX}:inflight:{destination}"
+
+
+def quota_key(destination: str, day: str) -> str:
+    """Requests sent to a destination on one local day (its daily quota)."""
+    return f"{PREFIX}:quota:{destination}:{day}"
+
+
+def token_key(destination: str) -> str:
+    """A destination's cached access token (Admitad)."""
+    return f"{PREFIX}:token:{destination}"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The limiter's answer: `wait` is zero when the caller holds a slot as `holder`."""
+
+    wait: timedelta
+    why: str = ""
+    holder: str = ""
+
+    @property
+    def granted(self) -> bool:
+        return self.wait <= timedelta(0)
+
+
+class Limiter(Protocol):
+    """What the delivery loop asks before and after each request."""
+
+    def acquire(self, dest: DestinationConfig) -> Grant: ...
+
+    def release(self, dest: DestinationConfig, holder: str) -> None: ...
+
+    def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None: ...
+
+    def cooldown_left(self, dest: DestinationConfig) -> timedelta: ...
+
+    def spend_quota(self, dest: DestinationConfig, now: datetime) -> bool: ...
+
+
+def _interval_ms(dest: DestinationConfig) -> int:
+    return max(1, round(1000 / dest.rate))
+
+
+def _lease_ms(dest: DestinationConfig) -> int:
+    return int(dest.timeout * 1000) + 5000
+
+
+def quota_day(dest: DestinationConfig, now: datetime) -> str:
+    """The quota day `now` falls in: days start at `quota_resets_at` in `quota_zone`."""
+    local = now.astimezone(ZoneInfo(dest.quota_zone))
+    reset = local.replace(
+        hour=dest.quota_resets_at.hour,
+        minute=dest.quota_resets_at.minute,
+        second=0,
+        microsecond=0,
+    )
+    day = local.date() if local >= reset else (local - timedelta(days=1)).date()
+    return day.isoformat()
+
+
+def next_quota_reset(dest: DestinationConfig, now: datetime) -> datetime:
+    """When the destination's daily quota next resets."""
+    local = now.astimezone(ZoneInfo(dest.quota_zone))
+    reset = local.replace(
+        hour=dest.quota_resets_at.hour,
+        minute=dest.quota_resets_at.minute,
+        second=0,
+        microsecond=0,
+    )
+    if reset <= local:
+        reset += timedelta(days=1)
+    return reset.astimezone(now.tzinfo)
+
+
+class RedisLimiter:
+    """The limiter shared by every worker process and host, through one Redis."""
+
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self.redis = client
+        source = resources.files("worker").joinpath("limiter.lua").read_text(encoding="utf-8")
+        self._acquire = client.register_script(source)
+
+    def acquire(self, dest: DestinationConfig) -> Grant:
+        holder = uuid.uuid4().hex
+        wait_ms, why = self._acquire(
+            keys=[
+                tat_key(dest.limiter_scope),
+                cooldown_key(dest.name),
+                inflight_key(dest.name),
+            ],
+            args=[
+                _interval_ms(dest),
+                dest.burst,
+                dest.concurrency,
+                _lease_ms(dest),
+                holder,
+            ],
+        )
+        if int(wait_ms) > 0:
+            reason = why.decode() if isinstance(why, bytes) else str(why)
+            return Grant(timedelta(milliseconds=int(wait_ms)), reason)
+        return Grant(timedelta(0), "", holder)
+
+    def release(self, dest: DestinationConfig, holder: str) -> None:
+        self.redis.zrem(inflight_key(dest.name), holder)
+
+    def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
+        """Hold every worker off `dest` for `wait`, unless a longer cooldown is already set."""
+        ms = max(1, int(wait.total_seconds() * 1000))
+        key = cooldown_key(dest.name)
+        if self.redis.pttl(key) < ms:
+            self.redis.set(key, "1", px=ms)
+
+    def cooldown_left(self, dest: DestinationConfig) -> timedelta:
+        ms = int(self.redis.pttl(cooldown_key(dest.name)))
+        return timedelta(milliseconds=max(0, ms))
+
+    def spend_quota(self, dest: DestinationConfig, now: datetime) -> bool:
+        """Count one request against the daily quota; False when the quota is spent."""
+        if dest.daily_quota is None:
+            return True
+        key = quota_key(dest.name, quota_day(dest, now))
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 2 * 86400)
+        used, _ = pipe.execute()
+        return int(used) <= dest.daily_quota
+
+
+class MemoryLimiter:
+    """The same contract in one process (the embedded demo): not shared between processes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tat: dict[str, float] = {}
+        self._cooldown: dict[str, float] = {}
+        self._inflight: dict[str, dict[str, float]] = {}
+        self._quota: dict[tuple[str, str], int] = {}
+
+    def acquire(self, dest: DestinationConfig) -> Grant:
+        now = time.monotonic()
+        interval = 1 / dest.rate
+        with self._lock:
+            cooling = self._cooldown.get(dest.name, 0) - now
+            if cooling > 0:
+                return Grant(timedelta(seconds=cooling), "cooldown")
+            flying = {h: t for h, t in self._inflight.get(dest.name, {}).items() if t > now}
+            if len(flying) >= dest.concurrency:
+                return Grant(timedelta(milliseconds=10), "concurrency")
+            tat = max(self._tat.get(dest.limiter_scope, now), now)
+            allow_at = tat + interval - dest.burst * interval
+            if now < allow_at:
+                return Grant(timedelta(seconds=allow_at - now), "rate")
+            self._tat[dest.limiter_scope] = tat + interval
+            holder = uuid.uuid4().hex
+            flying[holder] = now + _lease_ms(dest) / 1000
+            self._inflight[dest.name] = flying
+            return Grant(timedelta(0), "", holder)
+
+    def release(self, dest: DestinationConfig, holder: str) -> None:
+        with self._lock:
+            self._inflight.get(dest.name, {}).pop(holder, None)
+
+    def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
+        with self._lock:
+            until = time.monotonic() + wait.total_seconds()
+            self._cooldown[dest.name] = max(self._cooldown.get(dest.name, 0), until)
+
+    def cooldown_left(self, dest: DestinationConfig) -> timedelta:
+        with self._lock:
+            return timedelta(seconds=max(0.0, self._cooldown.get(dest.name, 0) - time.monotonic()))
+
+    def spend_quota(self, dest: DestinationConfig, now: datetime) -> bool:
+        if dest.daily_quota is None:
+            return True
+        key = (dest.name, quota_day(dest, now))
+        with self._lock:
+            self._quota[key] = self._quota.get(key, 0) + 1
+            return self._quota[key] <= dest.daily_quota
+
+
+class RedisCache:
+    """`KeyValueCache` over Redis: tokens and program settings shared by every worker."""
+
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self.redis = client
+
+    def get(self, key: str) -> str | None:
+        value = self.redis.get(key)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def set(self, key: str, value: str, ttl: timedelta) -> None:
+        self.redis.set(key, value, px=max(1, int(ttl.total_seconds() * 1000)))
+
+
+class MemoryCache:
+    """`KeyValueCache` in one process (the demo and pure tests)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            item = self._data.get(key)
+            if item is None or item[1] <= time.monotonic():
+                return None
+            return item[0]
+
+    def set(self, key: str, value: str, ttl: timedelta) -> None:
+        with self._lock:
+            self._data[key] = (value, time.monotonic() + ttl.total_seconds())

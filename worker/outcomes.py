@@ -1,0 +1,125 @@
+"""
+What an adapter says a platform's answer means, as values the delivery loop acts on.
+
+An answer is either about each lead of the request (`LeadOutcome`, one per
+lead, in the order of the request) or about the whole request
+(`RequestOutcome`). Adapters return them; only `worker.delivery` acts on them.
+
+=============  ======================================  ===================
+outcome        what it means                           the lead becomes
+=============  ======================================  ===================
+Delivered      the platform took the lead              delivered
+Pending        taken; the platform decides later       awaiting_status
+Rejected       refused for good, in its own words      rejected
+Retry          not now; try this lead again later      retry_wait → …
+Throttled      429/503: the destination cools down     due again, uncounted
+Suspended      auth or quota: the destination pauses   due again, uncounted
+Failed         5xx, broken answer: retry every lead    retry_wait, counted
+=============  ======================================  ===================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from worker.leads import LeadState
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The platform took the lead; `external_id` is its id for it, when it gives one."""
+
+    external_id: str | None = None
+    detail: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The platform took the lead and will decide later; we poll for the decision."""
+
+    external_id: str | None = None
+    detail: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    state: LeadState = LeadState.AWAITING_STATUS
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Refused for good; `reason` is the platform's own words."""
+
+    reason: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    state: LeadState = LeadState.REJECTED
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """
+    This lead, not now.
+
+    `after` overrides the destination's backoff for this lead. With `horizon`,
+    the retries do not count against `max_attempts`: the lead is retried until
+    `horizon` has passed since it was accepted, then ends as `give_up_as`
+    (Calltouch's "not in Calltouch yet" ends as `unmatched`).
+    """
+
+    reason: str
+    after: timedelta | None = None
+    horizon: timedelta | None = None
+    give_up_as: LeadState = LeadState.DEAD
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """429 or 503: every worker holds off the destination; the batch is due again."""
+
+    retry_after: timedelta | None = None
+    reason: str = "rate limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Suspended:
+    """
+    The destination cannot deliver now (bad credentials, spent daily quota).
+
+    The batch goes back untouched; the destination pauses until `until`, or
+    until its daily quota resets when `until_quota_reset`, or for its
+    configured `auth_pause` otherwise, and ops are told why.
+    """
+
+    reason: str
+    until: datetime | None = None
+    until_quota_reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """
+    The request failed as a whole (5xx, timeout, broken answer): each lead retries.
+
+    `in_doubt` says the platform may have received the request (a read timeout,
+    a connection cut after sending): for a platform without deduplication the
+    next attempt looks the lead up before sending it again.
+    """
+
+    reason: str
+    in_doubt: bool = False
+    retry_after: timedelta | None = None
+
+
+LeadOutcome = Delivered | Pending | Rejected | Retry
+RequestOutcome = Throttled | Suspended | Failed
+Answer = list[LeadOutcome] | RequestOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A later decision about a delivered or pending lead, found by polling."""
+
+    state: LeadState
+    detail: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)

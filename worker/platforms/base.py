@@ -1,0 +1,215 @@
+"""
+The adapter contract: what the delivery loop needs from a platform.
+
+An adapter is pure, like httpx's `_build_redirect_request`: lead payloads in,
+an `httpx.Request` out; an `httpx.Response` in, outcome values out. It opens
+no socket, reads no clock it is not given, touches no Redis and no SQL. All
+I/O, retries and limits live once in `worker.delivery`.
+
+The hooks with a default here are optional: a platform overrides what it has.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from worker.config import DestinationConfig
+from worker.errors import FieldError, LeadInvalid, PlatformContractError
+from worker.leads import Delivery, LeadState, Platform
+from worker.outcomes import Answer, Failed, LeadOutcome, StatusUpdate, Throttled
+
+D = TypeVar("D", bound=DestinationConfig)
+
+
+class KeyValueCache(Protocol):
+    """A small shared cache (Redis in production, a dict in the demo) for tokens and settings."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str, ttl: timedelta) -> None: ...
+
+
+class Adapter(ABC, Generic[D]):
+    """
+    Base of every platform adapter.
+
+    Subclasses set the class attributes and implement `validate`,
+    `build_request` and `parse_response`.
+    """
+
+    platform: ClassVar[Platform]
+    #: the model of this platform's destination table
+    config_model: ClassVar[type[DestinationConfig]]
+    #: the most leads one request may carry
+    max_batch: ClassVar[int] = 1
+    #: True when sending a lead twice cannot make a second lead at the platform
+    deduplicates: ClassVar[bool] = False
+    #: True when delivered leads are polled afterwards for the platform's own status
+    reconciles: ClassVar[bool] = False
+
+    @abstractmethod
+    def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Check one lead against its documented rules; the normalised lead, or LeadInvalid."""
+
+    @abstractmethod
+    def build_request(self, deliveries: Sequence[Delivery], dest: D) -> httpx.Request:
+        """The one request that carries these deliveries (at most `dest.batch_size`)."""
+
+    @abstractmethod
+    def parse_response(
+        self, response: httpx.Response, deliveries: Sequence[Delivery], dest: D
+    ) -> Answer:
+        """One LeadOutcome per delivery, in order, or one RequestOutcome for them all."""
+
+    def auth(self, dest: D, cache: KeyValueCache) -> httpx.Auth | None:
+        """The httpx auth flow for this destination, when the request does not carry its own."""
+        return None
+
+    def build_lookup(self, delivery: Delivery, dest: D, now: datetime) -> httpx.Request | None:
+        """
+        For a platform without deduplication: a request that finds an in-doubt
+        delivery, sent before it is sent again. None: no way to look, send again.
+        """
+        return None
+
+    def parse_lookup(
+        self, response: httpx.Response, delivery: Delivery, dest: D
+    ) -> LeadOutcome | None:
+        """What the lookup found: an outcome when the platform already has the lead, else None."""
+        return None
+
+    def build_poll(
+        self, deliveries: Sequence[Delivery], dest: D, now: datetime
+    ) -> httpx.Request | None:
+        """A request asking for the status of leads the platform decides later."""
+        return None
+
+    def parse_poll(
+        self, response: httpx.Response, deliveries: Sequence[Delivery], dest: D
+    ) -> Sequence[StatusUpdate | None] | Throttled | Failed:
+        """A StatusUpdate per delivery whose status changed (None where it did not)."""
+        return [None] * len(deliveries)
+
+    def stages(self, payload: Mapping[str, Any], dest: D) -> int:
+        """How many deliveries a lead makes: 1, or its number of stages (staged Admitad)."""
+        return 1
+
+    def next_stage_due(
+        self,
+        delivery: Delivery,
+        state: LeadState,
+        data: Mapping[str, Any],
+        now: datetime,
+    ) -> datetime | None:
+        """
+        For staged leads: once stage `delivery.stage` settled in `state` with
+        `data`, when the next stage is due; None while this stage is undecided
+        or when no stage follows.
+        """
+        return None
+
+    def throttle_or_failure(self, response: httpx.Response) -> Throttled | Failed | None:
+        """The common reading of 429, 503 and 5xx answers; None for anything else."""
+        return transport_status(response)
+
+
+def transport_status(response: httpx.Response) -> Throttled | Failed | None:
+    """429/503 → Throttled (with Retry-After), other 5xx → Failed, else None."""
+    if response.status_code in (429, 503):
+        return Throttled(
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            reason=f"HTTP {response.status_code}",
+        )
+    if response.status_code >= 500:
+        return Failed(f"HTTP {response.status_code}")
+    return None
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> timedelta | None:
+    """Retry-After as seconds or an HTTP date (RFC 9110 §10.2.3); None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if now is None:
+        return None if when.tzinfo is None else max(timedelta(0), when - when.now(when.tzinfo))
+    return max(timedelta(0), when - now)
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The answer's JSON, or PlatformContractError naming what was wrong (never the body)."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PlatformContractError(
+            f"HTTP {response.status_code} answer is not JSON ({type(exc).__name__})"
+        ) from exc
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    """pydantic's errors as FieldErrors: `utm.utm_source: Field required`; never the input value."""
+    out = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"]
+        ).lstrip(".")
+        rule = err["msg"].removeprefix("Value error, ")
+        out.append(FieldError(f"{prefix}{path}" or "lead", rule))
+    return out
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_model(model: type[M], raw: Mapping[str, Any]) -> M:
+    """Validate `raw` against `model`, raising LeadInvalid with every field error."""
+    if not isinstance(raw, Mapping):
+        raise LeadInvalid.one("lead", "must be a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise LeadInvalid(field_errors(exc)) from None
+
+
+_DIGITS = re.compile(r"\D+")
+_PHONE_SHAPE = re.compile(r"^\+?[\d\s()\-]+$")
+
+
+def normalise_ru_phone(value: str) -> str:
+    """
+    A Russian mobile number as `79XXXXXXXXX`.
+
+    Accepts `+7 (915) 888-11-22`, `8 915 888 11 22`, `79158881122`; raises
+    ValueError (with the rule, not the number) for anything else.
+    """
+    if not _PHONE_SHAPE.match(value):
+        raise ValueError("a phone holds digits, spaces, brackets, dashes and a leading +")
+    digits = _DIGITS.sub("", value)
+    if len(digits) == 11 and digits[0] in "78":
+        digits = "7" + digits[1:]
+    elif len(digits) == 10:
+        digits = "7" + digits
+    if len(digits) != 11 or not digits.startswith("79"):
+        raise ValueError("a Russian mobile number: 11 digits starting with 79 (or 8 9…, +7 9…)")
+    return digits
+
+
+def basic_auth(username: str, password: str) -> str:
+    """The value of an `Authorization: Basic …` header (RFC 7617)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"

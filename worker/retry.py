@@ -1,0 +1,138 @@
+"""
+Retry as a decision value (procrastinate's `RetryDecision`): what becomes of a
+delivery given what its platform answered. Pure: the clock and the dice are
+passed in.
+
+Backoff is exponential with equal jitter, capped (in seconds, attempt n ≥ 1):
+
+    base(n) = min(retry_max, retry_initial · 2^(n-1))
+    wait(n) = base(n) / 2 + rand() · base(n) / 2
+
+so waits never collapse to zero and workers that failed together spread out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from worker.config import DestinationConfig
+from worker.leads import Delivery, LeadState
+from worker.ledger.store import Settlement
+from worker.outcomes import Delivered, Failed, LeadOutcome, Pending, Rejected, Retry
+
+Rand = Callable[[], float]
+
+
+def backoff(attempt: int, dest: DestinationConfig, rand: Rand) -> timedelta:
+    """The wait before send number `attempt + 1`, after `attempt` failed sends."""
+    base = min(dest.retry_max, dest.retry_initial * 2 ** max(0, attempt - 1))
+    return timedelta(seconds=base / 2 + rand() * base / 2)
+
+
+def settle(
+    delivery: Delivery,
+    outcome: LeadOutcome | Failed,
+    dest: DestinationConfig,
+    now: datetime,
+    rand: Rand,
+    *,
+    deduplicates: bool = True,
+) -> Settlement:
+    """The delivery's next state, due time and record after one counted attempt."""
+    attempts = delivery.attempt
+    match outcome:
+        case Delivered(external_id=ext, detail=detail, data=data):
+            return Settlement(
+                delivery.id,
+                LeadState.DELIVERED,
+                attempts,
+                None,
+                detail,
+                ext or delivery.external_id,
+                {**delivery.data, **data},
+                outcome="delivered",
+            )
+        case Pending(external_id=ext, detail=detail, data=data, state=state):
+            return Settlement(
+                delivery.id,
+                state,
+                attempts,
+                now,
+                detail,
+                ext or delivery.external_id,
+                {**delivery.data, **data},
+                outcome="pending",
+            )
+        case Rejected(reason=reason, data=data, state=state):
+            return Settlement(
+                delivery.id,
+                state,
+                attempts,
+                None,
+                reason,
+                delivery.external_id,
+                {**delivery.data, **data},
+                outcome="rejected",
+            )
+        case Retry(reason=reason, after=after, horizon=horizon, give_up_as=give_up):
+            return _retry(delivery, dest, now, rand, reason, after, horizon, give_up)
+        case Failed(reason=reason, in_doubt=doubt, retry_after=after):
+            settlement = _retry(delivery, dest, now, rand, reason, after, None, LeadState.DEAD)
+            return _replace_doubt(settlement, doubt and not deduplicates)
+    raise TypeError(f"not an outcome: {type(outcome).__name__}")
+
+
+def _retry(
+    delivery: Delivery,
+    dest: DestinationConfig,
+    now: datetime,
+    rand: Rand,
+    reason: str,
+    after: timedelta | None,
+    horizon: timedelta | None,
+    give_up: LeadState,
+) -> Settlement:
+    attempts = delivery.attempt
+    if horizon is not None:
+        exhausted = now - delivery.created_at >= horizon
+        why = f"{reason} (gave up after {horizon})"
+    else:
+        exhausted = attempts >= dest.max_attempts
+        why = f"{reason} (gave up after {attempts} attempts)"
+    if exhausted:
+        return Settlement(
+            delivery.id,
+            give_up,
+            attempts,
+            None,
+            why,
+            delivery.external_id,
+            dict(delivery.data),
+            outcome="gave_up",
+        )
+    wait = after if after is not None else backoff(attempts, dest, rand)
+    return Settlement(
+        delivery.id,
+        LeadState.RETRY_WAIT,
+        attempts,
+        now + wait,
+        reason,
+        delivery.external_id,
+        dict(delivery.data),
+        outcome="retry",
+    )
+
+
+def _replace_doubt(s: Settlement, in_doubt: bool) -> Settlement:
+    return Settlement(
+        s.delivery_id,
+        s.state,
+        s.attempts,
+        s.due_at,
+        s.detail,
+        s.external_id,
+        s.data,
+        in_doubt,
+        s.outcome,
+    )

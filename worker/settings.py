@@ -1,0 +1,170 @@
+"""
+Configuration, read once: environment (`LEADRELAY_*`) plus the destinations file.
+
+Twelve-factor style, with pydantic-settings: the servers come from the
+environment; the destinations come from the TOML file `LEADRELAY_CONFIG`
+(default `./leadrelay.toml`), one table per destination:
+
+    [destinations.kuper-main]
+    platform = "kuper"
+    base_url = "https://api.kuper.ru"
+    username = "partner"
+    password = "${KUPER_PASSWORD}"     # any value may name an environment variable
+    rate = 5
+
+A missing or wrong setting raises ConfigError naming the key
+(`destinations.kuper-main.password`), at start-up, never mid-delivery.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.config import DestinationConfig
+from worker.errors import ConfigError, UnknownDestination
+from worker.platforms import destination_models
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Settings(BaseSettings):
+    """Every LEADRELAY_* setting, with its default. `deploy/env.example` lists them."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADRELAY_", extra="ignore")
+
+    #: the ledger; the default is an embedded SQLite file for a first run
+    database_url: str = "sqlite:///leadrelay.db"
+    #: Celery's broker
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: the shared limiter, cooldowns and tokens; None: the broker's server
+    redis_url: str | None = None
+    #: the destinations file
+    config: Path = Path("leadrelay.toml")
+    #: how long one deliver task drains before it hands over to a fresh message, seconds
+    drain_budget: float = 20.0
+    #: the longest a task sleeps in-process for a limiter token; longer waits re-enqueue
+    max_inline_wait: float = 2.0
+    #: how often beat sweeps due deliveries and expired leases, seconds
+    sweep_every: float = 5.0
+    #: how often beat polls platforms that decide later, seconds
+    poll_every: float = 60.0
+    #: log level of the service's own loggers
+    log_level: str = "INFO"
+    #: log format: "json" (one event per line) or "text" (for a terminal)
+    log_format: str = "json"
+    #: keep delivered leads' personal data this long, days (`leadrelay purge`)
+    retention_days: int = 90
+
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+
+    @property
+    def limiter_url(self) -> str:
+        return self.redis_url or self.broker_url
+
+    def destination(self, name: str) -> DestinationConfig:
+        try:
+            return self.destinations[name]
+        except KeyError:
+            raise UnknownDestination(name, list(self.destinations)) from None
+
+    @property
+    def lease(self) -> timedelta:
+        return max((d.lease for d in self.destinations.values()), default=timedelta(minutes=1))
+
+
+def interpolate(value: Any, where: str) -> Any:
+    """Replace `${VAR}` in every string with the environment's value; a missing one is an error."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(where, f"names ${{{name}}}, which is not set in the environment")
+            return os.environ[name]
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {k: interpolate(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def parse_destinations(tables: Mapping[str, Any]) -> dict[str, DestinationConfig]:
+    """The `[destinations.*]` tables as typed configs, or ConfigError naming the first bad key."""
+    union: Any = Annotated[
+        functools.reduce(lambda a, b: a | b, destination_models()),  # type: ignore[arg-type,return-value]
+        Field(discriminator="platform"),
+    ]
+    adapter: TypeAdapter[DestinationConfig] = TypeAdapter(union)
+    out: dict[str, DestinationConfig] = {}
+    for name, table in tables.items():
+        where = f"destinations.{name}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(where, "must be a table")
+        try:
+            out[name] = adapter.validate_python({**interpolate(table, where), "name": name})
+        except ValidationError as exc:
+            err = exc.errors(include_input=False, include_url=False)[0]
+            loc = ".".join(str(p) for p in err["loc"] if p not in _PLATFORM_TAGS)
+            raise ConfigError(f"{where}.{loc}" if loc else where, err["msg"]) from None
+    return out
+
+
+_PLATFORM_TAGS = {"kuper", "calltouch", "admitad", "salesman"}
+
+
+def load_file(path: Path) -> dict[str, DestinationConfig]:
+    """Read the destinations file; a missing file means no destinations."""
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML ({exc})") from None
+    unknown = set(data) - {"destinations"}
+    if unknown:
+        raise ConfigError(f"{path}: {sorted(unknown)[0]}", "unknown key (only [destinations.*])")
+    return parse_destinations(data.get("destinations", {}))
+
+
+def load(**overrides: Any) -> Settings:
+    """Settings from the environment and the destinations file, with `overrides` on top."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors(include_input=False, include_url=False)[0]
+        key = "LEADRELAY_" + "_".join(str(p) for p in err["loc"]).upper()
+        raise ConfigError(key, err["msg"]) from None
+    if "destinations" not in overrides:
+        settings.destinations = load_file(settings.config)
+    return settings
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once. Only app, context and the CLI call this."""
+    return load()
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every configured secret, for the redaction filters (never printed)."""
+    from pydantic import SecretStr
+
+    out = []
+    for dest in settings.destinations.values():
+        for name in type(dest).model_fields:
+            value = getattr(dest, name)
+            if isinstance(value, SecretStr):
+                out.append(value.get_secret_value())
+    return [s for s in out if s]
