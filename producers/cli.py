@@ -44,8 +44,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a line a script greps (file:line: field: rule) is never folded
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 
@@ -56,7 +57,8 @@ def emit(text: str) -> None:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
+    err.print("[red]error:[/] ", end="")
+    err.print(message, markup=False)
     return typer.Exit(code)
 
 
@@ -140,7 +142,7 @@ def submit(
         )
     else:
         for line, error in report.refused:
-            err.print(f"{file}:{line}: {error.field}: {error.rule}")
+            err.print(f"{file}:{line}: {error.field}: {error.rule}", markup=False)
         out.print(
             f"accepted {report.accepted}, already known {report.duplicates}, "
             f"refused {report.refused_rows} row(s)"

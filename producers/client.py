@@ -45,6 +45,10 @@ class Producer:
     def __init__(self, ctx: WorkerContext, waker: Waker | None = celery_waker) -> None:
         self.ctx = ctx
         self.waker = waker
+        if waker is celery_waker:
+            from worker.app import use_settings
+
+            use_settings(ctx.settings)
 
     @classmethod
     def from_settings(

@@ -59,11 +59,20 @@ def celery_config(settings: Any) -> dict[str, Any]:
     }
 
 
+_explicit: list[Any] = []
+
+
+def use_settings(settings: Any) -> None:
+    """Configure the app from these settings instead of the environment (CLI, tests)."""
+    _explicit[:] = [settings]
+    app.conf.update(celery_config(settings))
+
+
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
     from worker.settings import get_settings
 
-    sender.conf.update(celery_config(get_settings()))
+    sender.conf.update(celery_config(_explicit[0] if _explicit else get_settings()))
 
 
 @signals.worker_process_init.connect

@@ -78,8 +78,8 @@ class DestinationConfig(BaseModel):
 
     @property
     def lease(self) -> timedelta:
-        """How long a claim holds: a request's timeout with room for the bookkeeping."""
-        return timedelta(seconds=max(30.0, self.timeout * 3 + 10))
+        """How long a claim holds: two request timeouts (a lookup, a send) and room to record."""
+        return timedelta(seconds=self.timeout * 2 + 5)
 
 
 def queue_name(destination: str) -> str:

@@ -230,8 +230,7 @@ def apply(
     )
     now = ctx.clock()
     settlements = [
-        retry.settle(d, o, dest, now, ctx.rand, deduplicates=adapter.deduplicates)
-        for d, o in zip(batch, outcomes, strict=True)
+        retry.settle(d, o, dest, now, ctx.rand) for d, o in zip(batch, outcomes, strict=True)
     ]
     with ctx.sessions.begin() as session:
         ledger.settle(session, owner, settlements, now)

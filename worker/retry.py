@@ -36,8 +36,6 @@ def settle(
     dest: DestinationConfig,
     now: datetime,
     rand: Rand,
-    *,
-    deduplicates: bool = True,
 ) -> Settlement:
     """The delivery's next state, due time and record after one counted attempt."""
     attempts = delivery.attempt
@@ -76,10 +74,12 @@ def settle(
                 outcome="rejected",
             )
         case Retry(reason=reason, after=after, horizon=horizon, give_up_as=give_up):
-            return _retry(delivery, dest, now, rand, reason, after, horizon, give_up)
+            settlement = _retry(delivery, dest, now, rand, reason, after, horizon, give_up)
+            return _replace_doubt(settlement, delivery.in_doubt)
         case Failed(reason=reason, in_doubt=doubt, retry_after=after):
             settlement = _retry(delivery, dest, now, rand, reason, after, None, LeadState.DEAD)
-            return _replace_doubt(settlement, doubt and not deduplicates)
+            # once a send may have arrived, the lead stays in doubt until an answer settles it
+            return _replace_doubt(settlement, doubt or delivery.in_doubt)
     raise TypeError(f"not an outcome: {type(outcome).__name__}")
 
 

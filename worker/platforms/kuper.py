@@ -170,20 +170,28 @@ def _match_details(details: list[Any], deliveries: Sequence[Delivery]) -> Answer
             return Failed("Kuper answered a detail that is not an object")
         queue = by_phone.get(str(detail.get("phone")))
         if queue:
-            outcomes[queue.popleft()] = _outcome(detail)
+            index = queue.popleft()
+            outcomes[index] = _outcome(detail, deliveries[index].in_doubt)
         else:
             unplaced.append(detail)
     free = [i for i, o in enumerate(outcomes) if o is None]
     for index, detail in zip(free, unplaced, strict=False):
-        outcomes[index] = _outcome(detail)
+        outcomes[index] = _outcome(detail, deliveries[index].in_doubt)
     if any(o is None for o in outcomes):
         return Failed(f"Kuper answered {len(details)} details for {len(deliveries)} leads")
     return [o for o in outcomes if o is not None]
 
 
-def _outcome(detail: Mapping[str, Any]) -> LeadOutcome:
+def _outcome(detail: Mapping[str, Any], in_doubt: bool) -> LeadOutcome:
+    """
+    One detail as an outcome. A lead in doubt (an earlier send may have
+    arrived) that Kuper now deduplicates is our own earlier send: delivered.
+    """
     dedup = detail.get("deduplication")
     data = {"deduplication": dedup} if isinstance(dedup, Mapping) else {}
+    earlier_send = in_doubt and isinstance(dedup, Mapping) and dedup.get("applied") is True
+    if earlier_send and detail.get("success") is not True:
+        return Delivered(detail="already at Kuper: an earlier send arrived", data=data)
     if detail.get("success") is True:
         uuid = detail.get("uuid")
         message = dedup.get("message", "") if isinstance(dedup, Mapping) else ""

@@ -7,7 +7,8 @@ Control endpoints (same on every emulator; tests in other processes use them):
 * `POST /__sandbox__/faults` `{"status": 429, "retry_after": "2", "count": 3}`:
   the next `count` requests get that answer instead of being handled. Other
   keys: `body` (text), `content_type`, `delay` (seconds before answering),
-  `cut` (true: read the request, then drop the connection mid-answer).
+  `cut` (true: read the request, then drop the connection mid-answer),
+  `handle` (true: after `delay`, answer as the platform would: a slow platform).
 * `DELETE /__sandbox__/faults`: forget the faults.
 * `GET /__sandbox__/log`: every request the emulator handled, in order, with
   its monotonic time, path, status, and the leads it accepted.
@@ -43,6 +44,7 @@ class Fault:
     content_type: str = "application/json"
     delay: float = 0.0
     cut: bool = False
+    handle: bool = False
     count: int = 1
 
 
@@ -136,6 +138,10 @@ class FaultMiddleware:
             return
         fault = self.state.next_fault()
         if fault is None:
+            await self.app(scope, receive, send)
+            return
+        if fault.handle:
+            await asyncio.sleep(fault.delay)
             await self.app(scope, receive, send)
             return
         body = b""

@@ -1,0 +1,100 @@
+"""
+Shared fixtures: the real PostgreSQL and Redis, settings, a worker context.
+
+Tests that touch a database or a broker use the real servers (`.ci/run` starts
+them): PostgreSQL at LEADRELAY_TEST_PG (a database `leadrelay_test` is made
+fresh per session, migrated, and truncated before each test) and Redis at
+LEADRELAY_TEST_REDIS (database 15, flushed before each test).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from worker.context import WorkerContext, build
+from worker.ledger import migrate
+from worker.settings import Settings, load, parse_destinations
+
+PG_ADMIN = os.environ.get("LEADRELAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+TEST_DB = "leadrelay_test"
+REDIS_URL = os.environ.get("LEADRELAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
+TABLES = ("attempt_results", "attempts", "deliveries", "leads", "refusals", "pauses")
+
+
+def _pg_url(dbname: str) -> str:
+    base, _, _ = PG_ADMIN.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A freshly created and migrated PostgreSQL database for this test session."""
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.exit(f"PostgreSQL is not reachable at {PG_ADMIN} (.ci/run starts it): {exc}", 2)
+    with admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {TEST_DB}")
+    url = _pg_url(TEST_DB)
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def ledger_url(pg_url: str) -> str:
+    """The session's database, emptied for this test."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    return pg_url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """Redis database 15, flushed for this test."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.exit(f"Redis is not reachable at {REDIS_URL} (.ci/run starts it): {exc}", 2)
+    yield REDIS_URL
+    client.close()
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(ledger_url: str, redis_url: str) -> SettingsFactory:
+    """Settings on the test PostgreSQL and Redis, with the given destination tables."""
+
+    def factory(destinations: dict[str, dict[str, Any]], **overrides: Any) -> Settings:
+        return load(
+            database_url=ledger_url,
+            broker_url=redis_url,
+            destinations=parse_destinations(destinations),
+            **overrides,
+        )
+
+    return factory
+
+
+@pytest.fixture
+def make_ctx(make_settings: SettingsFactory) -> Iterator[Callable[..., WorkerContext]]:
+    """A worker context (shared Redis limiter) for the given destination tables."""
+    opened: list[WorkerContext] = []
+
+    def factory(destinations: dict[str, dict[str, Any]], **overrides: Any) -> WorkerContext:
+        ctx = build(make_settings(destinations, **overrides))
+        opened.append(ctx)
+        return ctx
+
+    yield factory
+    for ctx in opened:
+        ctx.close()

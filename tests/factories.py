@@ -1,0 +1,38 @@
+"""Valid-by-default leads and destination tables; override what a test is about."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+_counter = itertools.count(1)
+
+
+def kuper_lead(**overrides: Any) -> dict[str, Any]:
+    """A Kuper lead that passes every rule, with a phone no other call of this returns."""
+    n = next(_counter)
+    lead: dict[str, Any] = {
+        "phone": f"+7 (916) {n // 10000 % 1000:03d}-{n // 100 % 100:02d}-{n % 100:02d}",
+        "utm": {"utm_source": "test_partner"},
+        "vacancy_id": 3,
+        "city_id": 53,
+        "first_name": "Тест",
+    }
+    lead.update(overrides)
+    return lead
+
+
+def kuper_table(base_url: str, **overrides: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "platform": "kuper",
+        "base_url": base_url,
+        "username": "partner",
+        "password": "kuper-secret-pw",
+        "rate": 50,
+        "burst": 5,
+        "batch_size": 50,
+        "retry_initial": 0.2,
+        "retry_max": 1,
+    }
+    table.update(overrides)
+    return table

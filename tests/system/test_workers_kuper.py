@@ -1,0 +1,161 @@
+"""
+The promise, with real processes: `celery -A worker worker` (4 prefork
+processes) and `celery -A worker beat` against real PostgreSQL and Redis and
+the Kuper emulator. Nothing accepted is lost: not to a 429, not to a worker
+killed mid-request, not to a Redis that forgets every message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from producers.client import Producer
+from tests.factories import kuper_lead, kuper_table
+from tests.system.conftest import Relay
+from worker.context import WorkerContext, build
+from worker.ledger.tables import DeliveryRow
+from worker.sandbox import kuper as kuper_sandbox
+from worker.sandbox import serve
+from worker.settings import load, parse_destinations
+
+IMPORT = "/partner-candidate/v2/leads/import"
+
+
+@pytest.fixture(scope="module")
+def kuper_url() -> Iterator[str]:
+    with serve(kuper_sandbox.create_app(username="partner", password="kuper-secret-pw")) as url:
+        yield url
+
+
+@pytest.fixture
+def kuper(kuper_url: str) -> str:
+    httpx.post(f"{kuper_url}/__sandbox__/reset")
+    return kuper_url
+
+
+def imports(url: str) -> list[dict[str, Any]]:
+    return [e for e in httpx.get(f"{url}/__sandbox__/log").json() if e["path"] == IMPORT]
+
+
+def created_at_kuper(url: str) -> int:
+    return sum(e.get("created", 0) for e in imports(url))
+
+
+@pytest.fixture
+def producer_ctx(
+    ledger_url: str, redis_url: str
+) -> Iterator[Callable[[dict[str, Any]], WorkerContext]]:
+    opened: list[WorkerContext] = []
+
+    def factory(tables: dict[str, Any]) -> WorkerContext:
+        settings = load(
+            database_url=ledger_url, broker_url=redis_url, destinations=parse_destinations(tables)
+        )
+        ctx = build(settings)
+        opened.append(ctx)
+        return ctx
+
+    yield factory
+    for ctx in opened:
+        ctx.close()
+
+
+def counts(ctx: WorkerContext) -> dict[str, int]:
+    with ctx.sessions() as s:
+        rows = s.execute(select(DeliveryRow.state, func.count()).group_by(DeliveryRow.state))
+        return {state: int(n) for state, n in rows}
+
+
+def wait_until(
+    ctx: WorkerContext, done: Callable[[dict[str, int]], bool], timeout: float
+) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        now = counts(ctx)
+        if done(now):
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done in {timeout}s: {now}")
+        time.sleep(0.2)
+
+
+def start(relay: Relay) -> Relay:
+    relay.start_worker()
+    relay.start_beat()
+    return relay
+
+
+def test_four_worker_processes_deliver_200_leads_in_4_requests_of_50(
+    relay_factory: Callable[..., Relay], producer_ctx: Callable[..., WorkerContext], kuper: str
+) -> None:
+    tables = {"kuper-sys": kuper_table(kuper)}
+    start(relay_factory(tables))
+    ctx = producer_ctx(tables)
+    Producer(ctx).submit_many("kuper-sys", [kuper_lead() for _ in range(200)])
+
+    wait_until(ctx, lambda c: c.get("delivered") == 200, 60)
+    assert sorted(e["leads"] for e in imports(kuper)) == [50, 50, 50, 50]
+
+
+def test_a_429_with_retry_after_2_stops_every_worker_for_2_seconds(
+    relay_factory: Callable[..., Relay], producer_ctx: Callable[..., WorkerContext], kuper: str
+) -> None:
+    tables = {"kuper-sys": kuper_table(kuper, batch_size=10, rate=20, burst=4, concurrency=4)}
+    start(relay_factory(tables))
+    httpx.post(f"{kuper}/__sandbox__/faults", json={"status": 429, "retry_after": "2"})
+    ctx = producer_ctx(tables)
+    Producer(ctx).submit_many("kuper-sys", [kuper_lead() for _ in range(200)])
+
+    wait_until(ctx, lambda c: c.get("delivered") == 200, 60)
+    log = imports(kuper)
+    throttled = next(e["t"] for e in log if e["status"] == 429)
+    later = [e["t"] - throttled for e in log if e["t"] > throttled]
+    assert min(later) >= 1.95, "a worker sent during the cooldown"
+    assert created_at_kuper(kuper) == 200
+
+
+def test_a_worker_killed_mid_batch_loses_no_lead(
+    relay_factory: Callable[..., Relay], producer_ctx: Callable[..., WorkerContext], kuper: str
+) -> None:
+    tables = {"kuper-sys": kuper_table(kuper, batch_size=20, timeout=2, rate=50, concurrency=4)}
+    relay = start(relay_factory(tables))
+    httpx.post(f"{kuper}/__sandbox__/faults", json={"delay": 1.5, "handle": True, "count": 4})
+    ctx = producer_ctx(tables)
+    Producer(ctx).submit_many("kuper-sys", [kuper_lead() for _ in range(200)])
+    deadline = time.monotonic() + 20
+    while not counts(ctx).get("sending"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    relay.kill("w1")  # SIGKILL: the leases it held are all that is left of its work
+    assert counts(ctx).get("sending")
+    relay.start_worker("w2")
+
+    final = wait_until(ctx, lambda c: c.get("delivered", 0) + c.get("rejected", 0) == 200, 90)
+    assert final.get("delivered") == 200
+    assert created_at_kuper(kuper) == 200  # Kuper deduplicates: a resent lead never doubles
+
+
+def test_redis_flushed_mid_run_loses_no_lead(
+    relay_factory: Callable[..., Relay],
+    producer_ctx: Callable[..., WorkerContext],
+    kuper: str,
+    redis_url: str,
+) -> None:
+    tables = {"kuper-sys": kuper_table(kuper, batch_size=10, rate=4, burst=1, concurrency=2)}
+    start(relay_factory(tables))
+    ctx = producer_ctx(tables)
+    Producer(ctx).submit_many("kuper-sys", [kuper_lead() for _ in range(150)])
+    wait_until(ctx, lambda c: c.get("delivered", 0) >= 20, 30)
+
+    redis.Redis.from_url(redis_url).flushdb()  # every queued message, cooldown and token: gone
+
+    wait_until(ctx, lambda c: c.get("delivered") == 150, 90)
+    assert created_at_kuper(kuper) == 150
