@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -258,6 +259,133 @@ def status(
                 f"    {a['at']} {a['kind']} HTTP {a['status_code'] or '-'} {a['outcome']}"
                 f" {a['detail'] or a['error']}"
             )
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{option}: an ISO date or time, e.g. 2026-11-22 or 2026-11-22T10:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def retry(
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    lead: Annotated[
+        str | None, typer.Option(help="Only this lead (our id or idempotency key).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Settled at or after (ISO time, UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Settled before (ISO time, UTC).")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Only where the last reason contains this.")
+    ] = None,
+    rejected: Annotated[
+        bool, typer.Option(help="Also put back leads the platform rejected.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask, however many.")] = False,
+    ask_above: Annotated[int, typer.Option(help="Ask before putting back more than this.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put dead (and, when asked, rejected) leads back in their queues, with fresh attempts."""
+    states = (LeadState.DEAD, LeadState.REJECTED) if rejected else (LeadState.DEAD,)
+    with context() as ctx:
+        if destination is not None:
+            _known(ctx, destination)
+        lead_id = None
+        if lead is not None:
+            with ctx.sessions() as session:
+                row = reports.find_lead(session, lead)
+            if row is None:
+                raise fail(f"no lead with id or idempotency key {lead!r}", 1)
+            lead_id = row.id
+        filt = ledger.RequeueFilter(
+            states, destination, _when(since, "--since"), _when(until, "--until"), reason, lead_id
+        )
+        with ctx.sessions() as session:
+            matched = ledger.count_requeue(session, filt)
+        if matched > ask_above and not yes:
+            if as_json or not sys.stdin.isatty():
+                raise fail(f"{matched} leads match; more than {ask_above}: add --yes", 1)
+            typer.confirm(f"Put back {matched} leads?", abort=True)
+        with ctx.sessions.begin() as session:
+            counts = ledger.requeue(session, filt, ctx.clock())
+        for name, n in counts.items():
+            _wake(ctx, name, n)
+    if as_json:
+        emit(json.dumps({"requeued": counts, "total": sum(counts.values())}))
+    else:
+        out.print(
+            f"put back {sum(counts.values())} lead(s)"
+            + "".join(f"; {name}: {n}" for name, n in counts.items())
+        )
+
+
+def _known(ctx: WorkerContext, destination: str) -> None:
+    try:
+        ctx.settings.destination(destination)
+    except LeadRelayError as exc:
+        raise fail(str(exc)) from None
+
+
+def _wake(ctx: WorkerContext, destination: str, count: int) -> None:
+    from producers.client import celery_waker
+
+    if destination in ctx.settings.destinations:
+        from worker.app import use_settings
+
+        use_settings(ctx.settings)
+        dest = ctx.settings.destination(destination)
+        celery_waker(destination, min(dest.concurrency, max(1, count // dest.batch_size)))
+
+
+@app.command()
+def pause(
+    destination: str,
+    reason: Annotated[str, typer.Option(help="Why; shown in stats.")] = "paused by ops",
+    minutes: Annotated[float | None, typer.Option(help="Resume by itself after this long.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop sending to a destination (every worker; survives restarts) until `resume`."""
+    with context() as ctx:
+        _known(ctx, destination)
+        now = ctx.clock()
+        until = now + timedelta(minutes=minutes) if minutes else None
+        with ctx.sessions.begin() as session:
+            ledger.set_pause(
+                session, destination, kind="manual", reason=reason, now=now, until=until
+            )
+    if as_json:
+        emit(
+            json.dumps(
+                {
+                    "destination": destination,
+                    "paused_until": until.isoformat() if until else None,
+                    "reason": reason,
+                }
+            )
+        )
+    else:
+        out.print(
+            f"{destination} paused {'until ' + until.isoformat() if until else 'until resumed'}"
+        )
+
+
+@app.command()
+def resume(destination: str, as_json: JsonOpt = False) -> None:
+    """Let a paused destination send again (a pause by ops, an auth or a quota pause)."""
+    with context() as ctx:
+        _known(ctx, destination)
+        with ctx.sessions.begin() as session:
+            was = ledger.clear_pause(session, destination)
+        if was:
+            _wake(ctx, destination, 1)
+    if as_json:
+        emit(json.dumps({"destination": destination, "was_paused": was}))
+    else:
+        out.print(f"{destination} {'resumed' if was else 'was not paused'}")
 
 
 @app.command()

@@ -35,7 +35,7 @@ from worker.outcomes import (
     Throttled,
 )
 from worker.platforms import adapter_for
-from worker.platforms.base import Adapter
+from worker.platforms.base import Adapter, Prerequisite
 from worker.redact import redact_answer, redact_request, redact_text
 
 log = logging.getLogger("leadrelay.delivery")
@@ -116,8 +116,9 @@ def deliver_batch(ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[
         return Step("empty")
     if not adapter.deduplicates:
         batch = _resolve_doubts(ctx, dest, adapter, owner, batch)
-        if not batch:
-            return Step("sent", outcomes=Counter(found=1))
+    batch = _check(ctx, dest, adapter, owner, batch)
+    if not batch:
+        return Step("sent", outcomes=Counter(settled_before_sending=1))
     grant = _slot(ctx, dest)
     if not grant.granted:
         _release(ctx, owner, batch, ctx.clock() + grant.wait)
@@ -352,6 +353,64 @@ def _suspend(
 def _release(ctx: WorkerContext, owner: str, batch: Sequence[Delivery], due: datetime) -> None:
     with ctx.sessions.begin() as session:
         ledger.release(session, owner, [d.id for d in batch], due, ctx.clock())
+
+
+def _check(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    owner: str,
+    batch: Sequence[Delivery],
+) -> list[Delivery]:
+    """Settle leads that break a rule only the platform's own settings know; keep the rest."""
+    keep: list[Delivery] = []
+    for delivery in batch:
+        answers = _prerequisites(ctx, dest, adapter, adapter.prerequisites(delivery, dest))
+        if answers is None:  # could not learn the rules now: try this lead again later
+            now = ctx.clock()
+            settlement = retry.settle(
+                delivery, Failed("could not fetch the platform's rules"), dest, now, ctx.rand
+            )
+            with ctx.sessions.begin() as session:
+                ledger.settle(session, owner, [settlement], now)
+            continue
+        verdict = adapter.check(delivery, dest, answers)
+        if verdict is None:
+            keep.append(delivery)
+            continue
+        now = ctx.clock()
+        settlement = retry.settle(delivery, verdict, dest, now, ctx.rand)
+        with ctx.sessions.begin() as session:
+            ledger.settle(session, owner, [settlement], now)
+            advance_stages(session, adapter, [delivery], [settlement], now)
+    return keep
+
+
+def _prerequisites(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    needs: Sequence[Prerequisite],
+) -> dict[str, str] | None:
+    """The prerequisites' answers, from the shared cache or fetched now; None when one failed."""
+    answers: dict[str, str] = {}
+    for need in needs:
+        cached = ctx.cache.get(need.key)
+        if cached is None:
+            grant = _slot(ctx, dest)
+            if not grant.granted:
+                return None
+            try:
+                exchange = send(ctx, dest, adapter, need.request)
+            finally:
+                ctx.limiter.release(dest, grant.holder)
+            response = exchange.response
+            if response is None or response.status_code != 200:
+                return None
+            cached = response.text
+            ctx.cache.set(need.key, cached, need.ttl)
+        answers[need.key] = cached
+    return answers
 
 
 def _resolve_doubts(

@@ -133,3 +133,40 @@ def test_an_unknown_destination_and_a_broken_config_are_clear_errors(
     result = run_cli("stats", env_extra={"LEADRELAY_CONFIG": str(bad)})
     assert result.returncode == 2 and "destinations.k.batch_size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_retry_puts_dead_leads_back_and_asks_before_many(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, ledger_url: str
+) -> None:
+    import psycopg
+
+    leads = write_jsonl(tmp_path / "l.jsonl", [kuper_lead() for _ in range(3)])
+    assert run_cli("submit", str(leads), "--to", "kuper-cli").returncode == 0
+    with psycopg.connect(ledger_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE deliveries SET state = 'dead', detail = 'HTTP 502 (gave up after 8 attempts)'"
+            " WHERE id IN (SELECT id FROM deliveries ORDER BY id LIMIT 2)"
+        )
+
+    asked = run_cli("retry", "--ask-above", "1")
+    assert asked.returncode == 1 and "add --yes" in asked.stderr
+    none = json.loads(run_cli("retry", "--reason", "HTTP 404", "--json").stdout)
+    assert none == {"requeued": {}, "total": 0}
+
+    done = json.loads(
+        run_cli("retry", "--destination", "kuper-cli", "--reason", "HTTP 502", "--json").stdout
+    )
+    assert done == {"requeued": {"kuper-cli": 2}, "total": 2}
+    assert json.loads(run_cli("stats", "--json").stdout)[0]["queued"] == 3
+
+
+def test_pause_and_resume_are_shown_in_stats(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    paused = run_cli("pause", "kuper-cli", "--reason", "platform maintenance", "--json")
+    assert json.loads(paused.stdout)["paused_until"] is None
+    row = json.loads(run_cli("stats", "--json").stdout)[0]
+    assert (row["paused_until"], row["paused_why"]) == ("indefinitely", "platform maintenance")
+    assert json.loads(run_cli("resume", "kuper-cli", "--json").stdout)["was_paused"] is True
+    assert json.loads(run_cli("stats", "--json").stdout)[0]["paused_until"] is None
+    assert run_cli("pause", "nowhere").returncode == 2

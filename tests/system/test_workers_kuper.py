@@ -159,3 +159,55 @@ def test_redis_flushed_mid_run_loses_no_lead(
 
     wait_until(ctx, lambda c: c.get("delivered") == 150, 90)
     assert created_at_kuper(kuper) == 150
+
+
+def test_a_raw_celery_message_is_validated_and_a_refusal_recorded(
+    relay_factory: Callable[..., Relay], producer_ctx: Callable[..., WorkerContext], kuper: str
+) -> None:
+    """An app with only a Celery client sends `leadrelay.submit`; nothing is dropped in silence."""
+    from celery import Celery
+
+    from worker.ledger.tables import RefusalRow
+
+    tables = {"kuper-sys": kuper_table(kuper)}
+    relay = relay_factory(tables)
+    relay.start_worker()
+    ctx = producer_ctx(tables)
+    client = Celery(broker=relay.env["LEADRELAY_BROKER_URL"])  # no import of our code
+    good = {
+        "phone": "8 916 555 44 33",
+        "utm": {"utm_source": "app"},
+        "vacancy_id": 3,
+        "city_id": 53,
+    }
+    bad = {
+        "phone": "8 916 555 44 34",
+        "utm": {"utm_source": "app"},
+        "vacancy_id": "x",
+        "city_id": 53,
+    }
+    for lead, key in ((good, "app-1"), (bad, "app-2"), (good, "app-1")):
+        client.send_task(
+            "leadrelay.submit",
+            queue="leadrelay.intake",
+            kwargs={"destination": "kuper-sys", "lead": lead, "idempotency_key": key},
+        )
+    client.send_task(
+        "leadrelay.submit",
+        queue="leadrelay.intake",
+        kwargs={"destination": "nowhere", "lead": good},
+    )
+
+    wait_until(ctx, lambda c: c.get("delivered") == 1, 60)
+    deadline = time.monotonic() + 30
+    while True:
+        with ctx.sessions() as s:
+            refusals = s.scalars(select(RefusalRow).order_by(RefusalRow.id)).all()
+        if len(refusals) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [
+        (r.destination, r.idempotency_key, r.errors["errors"][0]["field"]) for r in refusals
+    ] == [("kuper-sys", "app-2", "vacancy_id"), (None, None, "destination")]
+    assert "555" not in str([r.errors for r in refusals])
+    assert "5554433" not in relay.log("w1")  # the worker's own log never shows the lead's phone

@@ -13,12 +13,27 @@ Writes that matter for "never lose a lead" are single statements:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+import psycopg
+from psycopg import sql
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -163,24 +178,91 @@ def _insert_new(session: Session, leads: Sequence[NewLead], now: datetime) -> se
         for lead in leads
     ]
     dialect = session.get_bind().dialect.name
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LeadRow)
-    stmt = ins.on_conflict_do_nothing(index_elements=["destination", "idempotency_key"])
     if all(lead.idempotency_key is None for lead in leads):
-        session.execute(insert(LeadRow), rows)
+        _bulk_insert(session, LeadRow, rows)
         return {lead.id for lead in leads}
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LeadRow)
+    stmt = ins.on_conflict_do_nothing(
+        index_elements=["destination", "idempotency_key"],
+        index_where=LeadRow.idempotency_key.is_not(None),
+    )
     found = session.scalars(stmt.returning(LeadRow.id), rows).all()
     return set(found)
 
 
+def _bulk_insert(
+    session: Session, model: type[LeadRow] | type[DeliveryRow], rows: list[dict[str, Any]]
+) -> None:
+    """
+    Insert many rows with no conflict to handle. On PostgreSQL this is COPY
+    (about ten times the rows per second of a pipelined INSERT), on the
+    session's own connection and so in its transaction.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(model), rows)
+        return
+    columns = list(rows[0])
+    table_name = model.__tablename__
+    json_columns = {"payload", "data", "request", "errors"} & set(columns)
+    raw = session.connection().connection.dbapi_connection
+    if not isinstance(raw, psycopg.Connection):
+        session.execute(insert(model), rows)
+        return
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table_name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row[c], ensure_ascii=False) if c in json_columns else row[c]
+                    for c in columns
+                ]
+            )
+
+
 def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime) -> None:
-    rows: list[dict[str, Any]] = [
+    single = [lead.id for lead in leads if lead.stages <= 1]
+    if single:
+        # One statement from the rows just written: no per-row parameters to send.
+        session.execute(
+            insert(DeliveryRow).from_select(
+                [
+                    "lead_id",
+                    "destination",
+                    "stage",
+                    "state",
+                    "attempts",
+                    "due_at",
+                    "in_doubt",
+                    "detail",
+                    "data",
+                    "created_at",
+                    "updated_at",
+                ],
+                select(
+                    LeadRow.id,
+                    LeadRow.destination,
+                    literal(0),
+                    literal(str(LeadState.QUEUED)),
+                    literal(0),
+                    LeadRow.created_at,
+                    literal(False),
+                    literal(""),
+                    literal({}, type_=DeliveryRow.__table__.c.data.type),
+                    LeadRow.created_at,
+                    LeadRow.created_at,
+                ).where(_among(session, LeadRow.id, single)),
+            )
+        )
+    staged: list[dict[str, Any]] = [
         {
             "lead_id": lead.id,
             "destination": lead.destination,
-            "stage": stage if lead.stages > 1 else 0,
-            "state": LeadState.QUEUED if stage <= 1 else LeadState.HELD,
+            "stage": stage,
+            "state": LeadState.QUEUED if stage == 1 else LeadState.HELD,
             "attempts": 0,
-            "due_at": now if stage <= 1 else None,
+            "due_at": now if stage == 1 else None,
             "in_doubt": False,
             "detail": "",
             "data": {},
@@ -188,10 +270,18 @@ def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime
             "updated_at": now,
         }
         for lead in leads
+        if lead.stages > 1
         for stage in range(1, lead.stages + 1)
     ]
-    if rows:
-        session.execute(insert(DeliveryRow), rows)
+    if staged:
+        _bulk_insert(session, DeliveryRow, staged)
+
+
+def _among(session: Session, column: Any, values: list[str]) -> Any:
+    """`column IN values`; on PostgreSQL one array parameter (= ANY) instead of one per value."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == func.any(literal(values, type_=postgresql.ARRAY(String)))
+    return column.in_(values)
 
 
 def record_refusal(
@@ -514,3 +604,59 @@ def active_pause(session: Session, destination: str, now: datetime) -> PauseRow 
 def pauses(session: Session, now: datetime) -> dict[str, PauseRow]:
     rows = session.scalars(select(PauseRow)).all()
     return {r.destination: r for r in rows if r.until is None or r.until > now}
+
+
+# ---------------------------------------------------------------- ops
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueFilter:
+    """Which settled deliveries `leadrelay retry` puts back."""
+
+    states: tuple[LeadState, ...] = (LeadState.DEAD,)
+    destination: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    reason: str | None = None  #: a substring of the delivery's last detail
+    lead_id: str | None = None
+
+
+def _requeue_where(f: RequeueFilter) -> list[Any]:
+    where: list[Any] = [DeliveryRow.state.in_([str(s) for s in f.states])]
+    if f.destination:
+        where.append(DeliveryRow.destination == f.destination)
+    if f.since:
+        where.append(DeliveryRow.updated_at >= f.since)
+    if f.until:
+        where.append(DeliveryRow.updated_at < f.until)
+    if f.reason:
+        where.append(DeliveryRow.detail.contains(f.reason, autoescape=True))
+    if f.lead_id:
+        where.append(DeliveryRow.lead_id == f.lead_id)
+    return where
+
+
+def count_requeue(session: Session, f: RequeueFilter) -> int:
+    return int(session.scalar(select(func.count()).where(*_requeue_where(f))) or 0)
+
+
+def requeue(session: Session, f: RequeueFilter, now: datetime) -> dict[str, int]:
+    """Put matching deliveries back to due now with fresh attempts; counts by destination."""
+    rows = session.execute(
+        update(DeliveryRow)
+        .where(*_requeue_where(f))
+        .values(
+            state=LeadState.QUEUED,
+            attempts=0,
+            due_at=now,
+            settled_at=None,
+            updated_at=now,
+            detail="put back by ops",
+        )
+        .returning(DeliveryRow.destination)
+        .execution_options(synchronize_session=False)
+    ).all()
+    out: dict[str, int] = {}
+    for (dest,) in rows:
+        out[dest] = out.get(dest, 0) + 1
+    return out

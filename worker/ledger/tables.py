@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -70,7 +71,15 @@ class Base(DeclarativeBase):
 class LeadRow(Base):
     __tablename__ = "leads"
     __table_args__ = (
-        UniqueConstraint("destination", "idempotency_key", name="uq_leads_destination_key"),
+        # Partial: leads without a key (most of a bulk import) cost this index nothing.
+        Index(
+            "uq_leads_destination_key",
+            "destination",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -86,13 +95,20 @@ class LeadRow(Base):
 class DeliveryRow(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
+        # claims, sweeps and counts all filter on destination and state first
         Index("ix_deliveries_due", "destination", "state", "due_at"),
-        Index("ix_deliveries_lease", "state", "lease_until"),
         UniqueConstraint("lead_id", "stage", name="uq_deliveries_lead_stage"),
+        Index(
+            "ix_deliveries_external_id",
+            "external_id",
+            postgresql_where=text("external_id IS NOT NULL"),
+            sqlite_where=text("external_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    # uq_deliveries_lead_stage (lead_id, stage) serves lookups by lead: no index of its own
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
     destination: Mapped[str] = mapped_column(String(63))
     stage: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(20))
@@ -101,7 +117,7 @@ class DeliveryRow(Base):
     lease_until: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(32))
     in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
-    external_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    external_id: Mapped[str | None] = mapped_column(String(100))
     detail: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]

@@ -16,6 +16,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -37,6 +38,19 @@ class KeyValueCache(Protocol):
     def get(self, key: str) -> str | None: ...
 
     def set(self, key: str, value: str, ttl: timedelta) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prerequisite:
+    """
+    Something an adapter must know before sending a lead (Admitad: a program's
+    field rules). The loop fetches `request` under the destination's limiter
+    and keeps the answer's body in the shared cache under `key` for `ttl`.
+    """
+
+    key: str
+    request: httpx.Request
+    ttl: timedelta
 
 
 class Adapter(ABC, Generic[D]):
@@ -99,6 +113,17 @@ class Adapter(ABC, Generic[D]):
     ) -> Sequence[StatusUpdate | None] | Throttled | Failed:
         """A StatusUpdate per delivery whose status changed (None where it did not)."""
         return [None] * len(deliveries)
+
+    def prerequisites(self, delivery: Delivery, dest: D) -> Sequence[Prerequisite]:
+        """What must be known before this delivery is sent (fetched and cached by the loop)."""
+        return ()
+
+    def check(self, delivery: Delivery, dest: D, answers: Mapping[str, str]) -> LeadOutcome | None:
+        """
+        With the prerequisites' answers (body text by key): None to send the
+        lead, or the outcome that settles it without sending (a program's rule broken).
+        """
+        return None
 
     def stages(self, payload: Mapping[str, Any], dest: D) -> int:
         """How many deliveries a lead makes: 1, or its number of stages (staged Admitad)."""

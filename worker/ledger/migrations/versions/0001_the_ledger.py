@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 11:17:49.401126
+Create Date: 2026-11-22 11:31:53.076638
 """
 
 from __future__ import annotations
@@ -57,15 +57,19 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("source", sa.String(length=16), nullable=False),
-        sa.Column(
-            "created_at",
-            worker.ledger.tables.UTCDateTime(timezone=True),
-            nullable=False,
-        ),
+        sa.Column("created_at", worker.ledger.tables.UTCDateTime(timezone=True), nullable=False),
         sa.Column("purged_at", worker.ledger.tables.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("destination", "idempotency_key", name="uq_leads_destination_key"),
     )
+    with op.batch_alter_table("leads", schema=None) as batch_op:
+        batch_op.create_index(
+            "uq_leads_destination_key",
+            ["destination", "idempotency_key"],
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+        )
+
     op.create_table(
         "pauses",
         sa.Column("destination", sa.String(length=63), nullable=False),
@@ -108,11 +112,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=20), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("due_at", worker.ledger.tables.UTCDateTime(timezone=True), nullable=True),
-        sa.Column(
-            "lease_until",
-            worker.ledger.tables.UTCDateTime(timezone=True),
-            nullable=True,
-        ),
+        sa.Column("lease_until", worker.ledger.tables.UTCDateTime(timezone=True), nullable=True),
         sa.Column("lease_owner", sa.String(length=32), nullable=True),
         sa.Column("in_doubt", sa.Boolean(), nullable=False),
         sa.Column("external_id", sa.String(length=100), nullable=True),
@@ -122,16 +122,8 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column(
-            "created_at",
-            worker.ledger.tables.UTCDateTime(timezone=True),
-            nullable=False,
-        ),
-        sa.Column(
-            "updated_at",
-            worker.ledger.tables.UTCDateTime(timezone=True),
-            nullable=False,
-        ),
+        sa.Column("created_at", worker.ledger.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", worker.ledger.tables.UTCDateTime(timezone=True), nullable=False),
         sa.Column("settled_at", worker.ledger.tables.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["lead_id"], ["leads.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
@@ -140,10 +132,12 @@ def upgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index("ix_deliveries_due", ["destination", "state", "due_at"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_deliveries_external_id"), ["external_id"], unique=False
+            "ix_deliveries_external_id",
+            ["external_id"],
+            unique=False,
+            postgresql_where=sa.text("external_id IS NOT NULL"),
+            sqlite_where=sa.text("external_id IS NOT NULL"),
         )
-        batch_op.create_index(batch_op.f("ix_deliveries_lead_id"), ["lead_id"], unique=False)
-        batch_op.create_index("ix_deliveries_lease", ["state", "lease_until"], unique=False)
 
     op.create_table(
         "attempt_results",
@@ -154,14 +148,10 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column(
-            "attempt_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
+            "attempt_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
         sa.Column(
-            "delivery_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
+            "delivery_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
         sa.Column("outcome", sa.String(length=20), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
@@ -182,14 +172,23 @@ def downgrade() -> None:
 
     op.drop_table("attempt_results")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_index("ix_deliveries_lease")
-        batch_op.drop_index(batch_op.f("ix_deliveries_lead_id"))
-        batch_op.drop_index(batch_op.f("ix_deliveries_external_id"))
+        batch_op.drop_index(
+            "ix_deliveries_external_id",
+            postgresql_where=sa.text("external_id IS NOT NULL"),
+            sqlite_where=sa.text("external_id IS NOT NULL"),
+        )
         batch_op.drop_index("ix_deliveries_due")
 
     op.drop_table("deliveries")
     op.drop_table("refusals")
     op.drop_table("pauses")
+    with op.batch_alter_table("leads", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_leads_destination_key",
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+        )
+
     op.drop_table("leads")
     with op.batch_alter_table("attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_attempts_destination_at")
