@@ -31,14 +31,14 @@ from rich.progress import (
 from rich.table import Table
 
 from producers.client import Producer
-from worker import delivery
+from worker import delivery, logs
 from worker.context import WorkerContext, build
 from worker.intake import Submission
 from worker.leads import FINAL_STATES, LeadState
 from worker.ledger import migrate, reports
 from worker.sandbox import kuper as kuper_sandbox
 from worker.sandbox import serve
-from worker.settings import load, parse_destinations
+from worker.settings import load, parse_destinations, secret_values
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ def run(
             destinations=parse_destinations({p.name: p.table(urls[p.name]) for p in PLATFORMS}),
             log_level="WARNING",
         )
+        logs.configure("ERROR", "text", secret_values(settings))  # the table tells the story
         ctx = build(settings, shared=False)
         stack.callback(ctx.close)
         for base in urls.values():  # one 429 each, to show every worker holding off
@@ -224,11 +225,12 @@ def _summary(ctx: WorkerContext, console: Console, elapsed: float) -> None:
             str(s.count(LeadState.RETRY_WAIT)),
             str(s.count(LeadState.DEAD)),
             str(other),
-            str(requests.get(s.destination, 0)),
+            str(requests.get(s.destination, (0, 0))[0]),
+            str(requests.get(s.destination, (0, 0))[1]),
         )
     console.print(table)
 
 
-def _requests(ctx: WorkerContext) -> dict[str, int]:
+def _requests(ctx: WorkerContext) -> dict[str, tuple[int, int]]:
     with ctx.sessions() as session:
         return reports.requests_by_destination(session)

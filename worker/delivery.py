@@ -48,6 +48,7 @@ class Step:
     kind: str  #: "sent", "empty" or "deferred"
     wait: timedelta = timedelta(0)
     outcomes: Counter[str] = field(default_factory=Counter)
+    requests: int = 0  #: requests that reached the wire (a throttled one counts)
 
 
 @dataclass
@@ -84,8 +85,7 @@ def drain(ctx: WorkerContext, destination: str, *, budget: float | None = None) 
     while True:
         step = deliver_batch(ctx, dest, adapter)
         report.outcomes.update(step.outcomes)
-        if step.kind == "sent":
-            report.requests += 1
+        report.requests += step.requests
         if step.kind == "deferred":
             report.deferred = step.wait
             return report
@@ -256,7 +256,7 @@ def apply(
             "outcomes": dict(counts),
         },
     )
-    return Step("sent", outcomes=counts)
+    return Step("sent", outcomes=counts, requests=1)
 
 
 def advance_stages(
@@ -305,7 +305,7 @@ def _throttle(
             "wait_s": wait.total_seconds(),
         },
     )
-    return Step("deferred", wait, Counter(throttled=len(batch)))
+    return Step("deferred", wait, Counter(throttled=len(batch)), int(exchange is not None))
 
 
 def _suspend(
@@ -347,7 +347,7 @@ def _suspend(
             "until": until.isoformat(),
         },
     )
-    return Step("deferred", until - now, Counter(suspended=len(batch)))
+    return Step("deferred", until - now, Counter(suspended=len(batch)), int(exchange is not None))
 
 
 def _release(ctx: WorkerContext, owner: str, batch: Sequence[Delivery], due: datetime) -> None:

@@ -144,9 +144,13 @@ def refusals(
     ]
 
 
-def requests_by_destination(session: Session) -> dict[str, int]:
-    """HTTP exchanges recorded per destination."""
+def requests_by_destination(session: Session) -> dict[str, tuple[int, int]]:
+    """HTTP exchanges recorded per destination: (all, answered 429 or 503)."""
     rows = session.execute(
-        select(AttemptRow.destination, func.count()).group_by(AttemptRow.destination)
+        select(
+            AttemptRow.destination,
+            func.count(),
+            func.count().filter(AttemptRow.status_code.in_((429, 503))),
+        ).group_by(AttemptRow.destination)
     )
-    return {d: int(n) for d, n in rows}
+    return {d: (int(n), int(t)) for d, n, t in rows}

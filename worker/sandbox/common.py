@@ -72,10 +72,15 @@ class SandboxState:
             self.log.append({"t": time.monotonic(), "path": path, "status": status, **extra})
 
     def reset(self) -> None:
+        """Forget faults and the log, and empty every stored collection (keeping its type)."""
         with self.lock:
             self.faults.clear()
             self.log.clear()
-            self.store.clear()
+            for key, value in list(self.store.items()):
+                if hasattr(value, "clear"):
+                    value.clear()
+                else:
+                    del self.store[key]
 
 
 class SlidingWindow:
