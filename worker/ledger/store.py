@@ -191,7 +191,9 @@ def _insert_new(session: Session, leads: Sequence[NewLead], now: datetime) -> se
 
 
 def _bulk_insert(
-    session: Session, model: type[LeadRow] | type[DeliveryRow], rows: list[dict[str, Any]]
+    session: Session,
+    model: type[LeadRow] | type[DeliveryRow] | type[AttemptResultRow],
+    rows: list[dict[str, Any]],
 ) -> None:
     """
     Insert many rows with no conflict to handle. On PostgreSQL this is COPY
@@ -352,46 +354,35 @@ def claim_due(
     )
     claimed = session.execute(
         update(DeliveryRow)
-        .where(DeliveryRow.id.in_(due.scalar_subquery()))
+        .where(DeliveryRow.id.in_(due.scalar_subquery()), DeliveryRow.lead_id == LeadRow.id)
         .values(
             state=DeliveryRow.state if keep_state else LeadState.SENDING,
             lease_until=now + lease,
             lease_owner=owner,
             updated_at=now,
         )
-        .returning(*_DELIVERY_COLUMNS)
+        # UPDATE … FROM leads: the payloads come back with the claim, in one round trip
+        .returning(*_DELIVERY_COLUMNS, LeadRow.payload, LeadRow.created_at.label("lead_created_at"))
         .execution_options(synchronize_session=False)
     ).all()
-    return _with_payloads(session, claimed)
-
-
-def _with_payloads(session: Session, rows: Sequence[Any]) -> list[Delivery]:
-    if not rows:
-        return []
-    leads = {
-        lead_id: (payload, created)
-        for lead_id, payload, created in session.execute(
-            select(LeadRow.id, LeadRow.payload, LeadRow.created_at).where(
-                LeadRow.id.in_({r.lead_id for r in rows})
+    return sorted(
+        (
+            Delivery(
+                id=r.id,
+                lead_id=r.lead_id,
+                payload=r.payload,
+                attempt=r.attempts + 1,
+                created_at=r.lead_created_at,
+                stage=r.stage,
+                external_id=r.external_id,
+                in_doubt=r.in_doubt,
+                data=r.data or {},
+                state=LeadState(r.state),
             )
-        )
-    }
-    out = [
-        Delivery(
-            id=r.id,
-            lead_id=r.lead_id,
-            payload=leads[r.lead_id][0],
-            attempt=r.attempts + 1,
-            created_at=leads[r.lead_id][1],
-            stage=r.stage,
-            external_id=r.external_id,
-            in_doubt=r.in_doubt,
-            data=r.data or {},
-            state=LeadState(r.state),
-        )
-        for r in rows
-    ]
-    return sorted(out, key=lambda d: d.id)
+            for r in claimed
+        ),
+        key=lambda d: d.id,
+    )
 
 
 def settle(session: Session, owner: str, settlements: Sequence[Settlement], now: datetime) -> int:
@@ -476,8 +467,9 @@ def record_attempt(
     session.add(row)
     session.flush()
     if results:
-        session.execute(
-            insert(AttemptResultRow),
+        _bulk_insert(
+            session,
+            AttemptResultRow,
             [
                 {
                     "attempt_id": row.id,
