@@ -34,6 +34,10 @@ class DestinationConfig(BaseModel):
     rate: PositiveFloat = 5.0
     #: requests that may go at once after a quiet spell
     burst: PositiveInt = 1
+    #: how much wider than 1/rate the limiter spaces requests: the time between our
+    #: grant and the platform's clock varies by a few ms, and at exactly 1/rate that
+    #: jitter can put rate + 1 requests into one of the platform's seconds
+    rate_margin: float = Field(default=0.02, ge=0, le=0.5)
     #: requests in flight at once, across every worker
     concurrency: PositiveInt = 4
     #: leads per request; each platform caps it

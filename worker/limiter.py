@@ -84,7 +84,8 @@ class Limiter(Protocol):
 
 
 def _interval_ms(dest: DestinationConfig) -> int:
-    return max(1, round(1000 / dest.rate))
+    """The GCRA emission interval: 1/rate, widened by the destination's rate_margin."""
+    return max(1, round(1000 * (1 + dest.rate_margin) / dest.rate))
 
 
 def _lease_ms(dest: DestinationConfig) -> int:
@@ -185,7 +186,7 @@ class MemoryLimiter:
 
     def acquire(self, dest: DestinationConfig) -> Grant:
         now = time.monotonic()
-        interval = 1 / dest.rate
+        interval = _interval_ms(dest) / 1000
         with self._lock:
             cooling = self._cooldown.get(dest.name, 0) - now
             if cooling > 0:
