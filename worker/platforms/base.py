@@ -211,8 +211,8 @@ def validate_model(model: type[M], raw: Mapping[str, Any]) -> M:
         raise LeadInvalid(field_errors(exc)) from None
 
 
-_DIGITS = re.compile(r"\D+")
-_PHONE_SHAPE = re.compile(r"^\+?[\d\s()\-]+$")
+_DIGITS = re.compile(r"[^0-9]+")
+_PHONE_SHAPE = re.compile(r"\+?[0-9 ()\-]+")  #: ASCII only: other scripts' digits are refused
 
 
 def normalise_ru_phone(value: str) -> str:
@@ -222,7 +222,7 @@ def normalise_ru_phone(value: str) -> str:
     Accepts `+7 (915) 888-11-22`, `8 915 888 11 22`, `79158881122`; raises
     ValueError (with the rule, not the number) for anything else.
     """
-    if not _PHONE_SHAPE.match(value):
+    if not _PHONE_SHAPE.fullmatch(value):
         raise ValueError("a phone holds digits, spaces, brackets, dashes and a leading +")
     digits = _DIGITS.sub("", value)
     if len(digits) == 11 and digits[0] in "78":
