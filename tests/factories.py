@@ -36,3 +36,34 @@ def kuper_table(base_url: str, **overrides: Any) -> dict[str, Any]:
     }
     table.update(overrides)
     return table
+
+
+def calltouch_lead(**overrides: Any) -> dict[str, Any]:
+    """A Calltouch custom-fields lead matched by a request id the emulator knows."""
+    n = next(_counter)
+    lead: dict[str, Any] = {
+        "matching": [{"type": "request", "requestParams": {"requestId": n}}],
+        "addCustomFields": {
+            "overwrite": False,
+            "customFields": [{"field": "stage", "value": "won"}],
+        },
+    }
+    lead.update(overrides)
+    return lead
+
+
+def calltouch_table(base_url: str, **overrides: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "platform": "calltouch",
+        "base_url": base_url,
+        "site_id": "1234",
+        "access_token": "calltouch-secret-token",
+        "retry_initial": 0.2,
+        "retry_max": 1,
+    }
+    table.update(overrides)
+    return table
+
+
+#: a valid destination table per platform, for tests that go over every adapter
+TABLES = {"kuper": kuper_table, "calltouch": calltouch_table}

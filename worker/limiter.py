@@ -36,9 +36,12 @@ def tat_key(scope: str) -> str:
     return f"{PREFIX}:tat:{scope}"
 
 
-def cooldown_key(destination: str) -> str:
-    """Set with a PX ttl by a 429/503; every worker reads it before sending."""
-    return f"{PREFIX}:cooldown:{destination}"
+def cooldown_key(scope: str) -> str:
+    """
+    Set with a PX ttl by a 429/503; every worker reads it before sending. Keyed by
+    the quota's scope: a 429 from Calltouch holds off every destination behind the IP.
+    """
+    return f"{PREFIX}:cooldown:{scope}"
 
 
 def inflight_key(destination: str) -> str:
@@ -132,7 +135,7 @@ class RedisLimiter:
         wait_ms, why = self._acquire(
             keys=[
                 tat_key(dest.limiter_scope),
-                cooldown_key(dest.name),
+                cooldown_key(dest.limiter_scope),
                 inflight_key(dest.name),
             ],
             args=[
@@ -154,12 +157,12 @@ class RedisLimiter:
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
         """Hold every worker off `dest` for `wait`, unless a longer cooldown is already set."""
         ms = max(1, int(wait.total_seconds() * 1000))
-        key = cooldown_key(dest.name)
+        key = cooldown_key(dest.limiter_scope)
         if self.redis.pttl(key) < ms:
             self.redis.set(key, "1", px=ms)
 
     def cooldown_left(self, dest: DestinationConfig) -> timedelta:
-        ms = int(self.redis.pttl(cooldown_key(dest.name)))
+        ms = int(self.redis.pttl(cooldown_key(dest.limiter_scope)))
         return timedelta(milliseconds=max(0, ms))
 
     def spend_quota(self, dest: DestinationConfig, now: datetime) -> bool:
@@ -188,7 +191,7 @@ class MemoryLimiter:
         now = time.monotonic()
         interval = _interval_ms(dest) / 1000
         with self._lock:
-            cooling = self._cooldown.get(dest.name, 0) - now
+            cooling = self._cooldown.get(dest.limiter_scope, 0) - now
             if cooling > 0:
                 return Grant(timedelta(seconds=cooling), "cooldown")
             flying = {h: t for h, t in self._inflight.get(dest.name, {}).items() if t > now}
@@ -211,11 +214,15 @@ class MemoryLimiter:
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
         with self._lock:
             until = time.monotonic() + wait.total_seconds()
-            self._cooldown[dest.name] = max(self._cooldown.get(dest.name, 0), until)
+            self._cooldown[dest.limiter_scope] = max(
+                self._cooldown.get(dest.limiter_scope, 0), until
+            )
 
     def cooldown_left(self, dest: DestinationConfig) -> timedelta:
         with self._lock:
-            return timedelta(seconds=max(0.0, self._cooldown.get(dest.name, 0) - time.monotonic()))
+            return timedelta(
+                seconds=max(0.0, self._cooldown.get(dest.limiter_scope, 0) - time.monotonic())
+            )
 
     def spend_quota(self, dest: DestinationConfig, now: datetime) -> bool:
         if dest.daily_quota is None:

@@ -352,6 +352,29 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite's RETURNING sees only the updated table: the payloads are a second read
+        rows = session.execute(
+            update(DeliveryRow)
+            .where(DeliveryRow.id.in_(due.scalar_subquery()))
+            .values(
+                state=DeliveryRow.state if keep_state else LeadState.SENDING,
+                lease_until=now + lease,
+                lease_owner=owner,
+                updated_at=now,
+            )
+            .returning(*_DELIVERY_COLUMNS)
+            .execution_options(synchronize_session=False)
+        ).all()
+        leads = {
+            r.id: (r.payload, r.created_at)
+            for r in session.execute(
+                select(LeadRow.id, LeadRow.payload, LeadRow.created_at).where(
+                    LeadRow.id.in_({r.lead_id for r in rows})
+                )
+            )
+        }
+        return sorted((_delivery(r, *leads[r.lead_id]) for r in rows), key=lambda d: d.id)
     claimed = session.execute(
         update(DeliveryRow)
         .where(DeliveryRow.id.in_(due.scalar_subquery()), DeliveryRow.lead_id == LeadRow.id)
@@ -365,23 +388,21 @@ def claim_due(
         .returning(*_DELIVERY_COLUMNS, LeadRow.payload, LeadRow.created_at.label("lead_created_at"))
         .execution_options(synchronize_session=False)
     ).all()
-    return sorted(
-        (
-            Delivery(
-                id=r.id,
-                lead_id=r.lead_id,
-                payload=r.payload,
-                attempt=r.attempts + 1,
-                created_at=r.lead_created_at,
-                stage=r.stage,
-                external_id=r.external_id,
-                in_doubt=r.in_doubt,
-                data=r.data or {},
-                state=LeadState(r.state),
-            )
-            for r in claimed
-        ),
-        key=lambda d: d.id,
+    return sorted((_delivery(r, r.payload, r.lead_created_at) for r in claimed), key=lambda d: d.id)
+
+
+def _delivery(row: Any, payload: dict[str, Any], created_at: datetime) -> Delivery:
+    return Delivery(
+        id=row.id,
+        lead_id=row.lead_id,
+        payload=payload,
+        attempt=row.attempts + 1,
+        created_at=created_at,
+        stage=row.stage,
+        external_id=row.external_id,
+        in_doubt=row.in_doubt,
+        data=row.data or {},
+        state=LeadState(row.state),
     )
 
 

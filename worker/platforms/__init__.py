@@ -12,10 +12,12 @@ from typing import Any
 from worker.config import DestinationConfig
 from worker.leads import Platform
 from worker.platforms.base import Adapter
+from worker.platforms.calltouch import CalltouchAdapter
 from worker.platforms.kuper import KuperAdapter
 
 REGISTRY: dict[Platform, Adapter[Any]] = {
     Platform.KUPER: KuperAdapter(),
+    Platform.CALLTOUCH: CalltouchAdapter(),
 }
 
 

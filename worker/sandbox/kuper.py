@@ -14,7 +14,12 @@ As strict as Kuper's own document:
   candidate.
 
 Where the document is silent (error wording, the body of a 401/400), the emulator
-answers in the document's language and shape: `{"message": ...}` objects.
+answers in the document's language and shape: `{"message": ...}` objects. It
+also decides for itself that `first_name`/`last_name`, when present, must be
+strings (null is refused), and that extra keys in a lead are ignored.
+
+`state.store["candidates"]` maps `<utm_source>:<phone>` to the created uuid;
+`state.log` holds each request with `leads` (how many it carried) and `created`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from worker.sandbox.common import SandboxState, build_app
 
 IMPORT_PATH = "/partner-candidate/v2/leads/import"
 MAX_LEADS = 300
-_PHONE = re.compile(r"^79\d{9}$")
+_PHONE = re.compile(r"79[0-9]{9}")  #: matched whole: no trailing newline, ASCII digits only
 _NOT_DEDUPED = "Правило дедубликации не применено, источник не закреплён за вами"
 _DEDUPED = "Кандидат с таким телефоном уже загружен из этого источника"
 
@@ -44,7 +49,7 @@ def _lead_error(lead: Any) -> str:
     if not isinstance(lead, dict):
         return "лид должен быть объектом"
     phone = lead.get("phone")
-    if not isinstance(phone, str) or not _PHONE.match(phone):
+    if not isinstance(phone, str) or not _PHONE.fullmatch(phone):
         return "phone: номер должен быть строкой формата 79XXXXXXXXX"
     utm = lead.get("utm")
     if (
@@ -71,15 +76,16 @@ def create_app(username: str = "partner", password: str = "secret") -> ASGIApp: 
 
     async def import_leads(request: Request) -> Response:
         if request.headers.get("authorization") != expected:
-            state.record(IMPORT_PATH, 401)
+            state.record(IMPORT_PATH, 401, leads=0, created=0)
             return JSONResponse({"message": "Unauthorized"}, status_code=401)
         try:
             leads = json.loads(await request.body())
         except ValueError:
-            state.record(IMPORT_PATH, 400)
+            state.record(IMPORT_PATH, 400, leads=0, created=0)
             return JSONResponse({"message": "тело запроса не является JSON"}, status_code=400)
         if not isinstance(leads, list) or not leads or len(leads) > MAX_LEADS:
-            state.record(IMPORT_PATH, 400)
+            count = len(leads) if isinstance(leads, list) else 0
+            state.record(IMPORT_PATH, 400, leads=count, created=0)
             return JSONResponse(
                 {"message": f"ожидается массив от 1 до {MAX_LEADS} лидов"}, status_code=400
             )
