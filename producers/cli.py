@@ -398,7 +398,8 @@ def demo(
     """Run the whole relay in one process on SQLite, against the sandboxes: nothing to install."""
     from producers import demo as demo_module
 
-    raise typer.Exit(demo_module.run(leads, database, out))
+    wide = Console(soft_wrap=True, highlight=False, width=max(100, out.width))
+    raise typer.Exit(demo_module.run(leads, database, wide))
 
 
 @app.command()

@@ -327,7 +327,8 @@ def _suspend(
     kind = "quota" if answer.until_quota_reset else "auth"
     with ctx.sessions.begin() as session:
         ledger.set_pause(session, dest.name, kind=kind, reason=answer.reason, now=now, until=until)
-        ledger.release(session, owner, [d.id for d in batch], until, now)
+        # due at once: the pause is what holds them, so `leadrelay resume` frees them at once
+        ledger.release(session, owner, [d.id for d in batch], now, now)
         if exchange is not None:
             _record(
                 ctx,

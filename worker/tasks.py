@@ -85,7 +85,10 @@ def sweep() -> dict[str, int]:
             ledger.sweep_expired_leases(session, dest.name, now=now, max_attempts=dest.max_attempts)
         due = ledger.due_counts(session, now)
         polls = ledger.poll_due_counts(session, now)
+        paused = ledger.pauses(session, now)
     for name, count in due.items():
+        if name in paused:
+            continue
         if name in ctx.settings.destinations and _queue_empty(ctx, queue_name(name)):
             wake(name)
             woken[name] = count

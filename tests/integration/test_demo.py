@@ -29,4 +29,4 @@ def test_the_demo_delivers_every_sample_lead_on_sqlite_with_nothing_installed(
     for row in table:
         cells = [c.strip() for c in row.split("│") if c.strip()]
         assert int(cells[1]) > 0  # delivered
-        assert cells[4] == "0"  # dead
+        assert cells[3] == "0"  # dead
