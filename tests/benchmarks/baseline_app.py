@@ -3,8 +3,8 @@ The baselines: plain Celery doing the same work the naive way, for side-by-side 
 
 * `baseline.noop(item)`: one no-op task per item (it only counts itself in Redis,
   so the benchmark knows when every item ran);
-* `baseline.post(lead)`: one HTTP request per item with Celery's own
-  `rate_limit="5/s"`, the per-process limit the shared limiter replaces.
+* `baseline.post(lead)`, `baseline.post_calltouch(lead)`: one HTTP request per
+  item with Celery's own `rate_limit="5/s"`, the limit the shared limiter replaces.
 
 Run by `celery -A tests.benchmarks.baseline_app worker`; the broker and the
 target come from BASELINE_BROKER and BASELINE_URL.
@@ -48,5 +48,16 @@ def post(lead: dict[str, object]) -> None:
             "Content-Type": "application/json",
             "Authorization": basic_auth("partner", "kuper-secret-pw"),
         },
+    )
+    _counter.incr("baseline:done")
+
+
+@app.task(name="baseline.post_calltouch", rate_limit="5/s")  # type: ignore[untyped-decorator]
+def post_calltouch(lead: dict[str, object]) -> None:
+    """One Calltouch custom-fields request for one lead."""
+    _http.post(
+        os.environ["BASELINE_URL"] + "/lead-service/v1/api/customfield/lead/add",
+        json={"leads": [lead]},
+        headers={"Access-Token": "calltouch-secret-token", "SiteId": "1234"},
     )
     _counter.incr("baseline:done")

@@ -25,10 +25,11 @@ from sqlalchemy import func, select
 from producers.client import Producer
 from tests.benchmarks._common import fresh_database, fresh_redis
 from tests.benchmarks._procs import celery_worker, relay_env
-from tests.factories import kuper_lead, kuper_table
+from tests.factories import calltouch_lead, calltouch_table, kuper_lead, kuper_table
 from worker.context import build
 from worker.intake import Submission
 from worker.ledger.tables import DeliveryRow
+from worker.sandbox import calltouch as calltouch_sandbox
 from worker.sandbox import kuper as kuper_sandbox
 from worker.sandbox import serve
 from worker.settings import load, parse_destinations
@@ -74,7 +75,7 @@ def ours(n: int, url: str, table: dict[str, Any], lead: Any, path: str) -> list[
     return arrivals(url, path)
 
 
-def baseline(n: int, url: str, path: str) -> list[dict[str, Any]]:
+def baseline(n: int, url: str, path: str, platform: str) -> list[dict[str, Any]]:
     broker = fresh_redis(11)
     env = {
         **relay_env("sqlite://", broker, {}, Path(tempfile.mkdtemp())),
@@ -88,6 +89,9 @@ def baseline(n: int, url: str, path: str) -> list[dict[str, Any]]:
     httpx.post(f"{url}/__sandbox__/reset")
     with celery_worker("tests.benchmarks.baseline_app", env, queues="baseline"):
         for _ in range(n):
+            if platform == "calltouch":
+                baseline_app.post_calltouch.delay(calltouch_lead())
+                continue
             lead = kuper_lead()
             lead["phone"] = "7" + "".join(c for c in lead["phone"] if c.isdigit())[1:]
             baseline_app.post.delay(lead)
@@ -105,16 +109,29 @@ def report(label: str, log: list[dict[str, Any]]) -> None:
     )
 
 
-def main(n: int = 150) -> None:
-    path = "/partner-candidate/v2/leads/import"
-    with serve(kuper_sandbox.create_app(username="partner", password="kuper-secret-pw")) as url:
-        table = kuper_table(url, rate=LIMIT, burst=1, concurrency=4, batch_size=1)
-        mine = ours(n, url, table, kuper_lead, path)
-        theirs = baseline(n, url, path)
-    print(f"limiter: {n} requests, 4 worker processes, limit {LIMIT:g} requests/s (same run)")
+def main(n: int = 150, platform: str = "kuper") -> None:
+    if platform == "calltouch":
+        path = "/lead-service/v1/api/customfield/lead/add"
+        app = calltouch_sandbox.create_app(site_id="1234", access_token="calltouch-secret-token")
+        table_of, lead = calltouch_table, calltouch_lead
+    else:
+        path = "/partner-candidate/v2/leads/import"
+        app = kuper_sandbox.create_app(username="partner", password="kuper-secret-pw")
+        table_of, lead = kuper_table, kuper_lead
+    with serve(app) as url:
+        table = table_of(url, rate=LIMIT, burst=1, concurrency=4, batch_size=1)
+        mine = ours(n, url, table, lead, path)
+        theirs = baseline(n, url, path, platform)
+    print(
+        f"limiter on the {platform} emulator: {n} requests, 4 worker processes, "
+        f"limit {LIMIT:g} requests/s (same run)"
+    )
     report("leadrelay shared Redis limiter", mine)
     report("Celery rate_limit='5/s' (per process)", theirs)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 150)
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 150,
+        sys.argv[2] if len(sys.argv) > 2 else "kuper",
+    )
