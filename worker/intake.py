@@ -9,8 +9,10 @@ once it is committed; a refused one is never stored as a lead.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +25,8 @@ from worker.settings import Settings
 
 #: the longest idempotency key we keep
 MAX_KEY = 200
+#: leads validated while the previous chunk is being written
+PIPELINE_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,35 +106,69 @@ def accept_into(
     record_refusals: bool = False,
 ) -> list[Accepted]:
     settings.destination(destination)  # an unknown destination refuses the whole call
-    prepared: list[ledger.NewLead | LeadInvalid] = []
-    for sub in submissions:
-        try:
-            prepared.append(prepare(settings, destination, sub, source))
-        except LeadInvalid as exc:
-            prepared.append(exc)
-    good = [p for p in prepared if isinstance(p, ledger.NewLead)]
     now = clock()
-    with sessions.begin() as session:
-        stored = iter(ledger.insert_leads(session, good, now))
-        out: list[Accepted] = []
-        for sub, item in zip(submissions, prepared, strict=True):
-            if isinstance(item, ledger.NewLead):
-                lead_id, created = next(stored)
-                out.append(Accepted(lead_id, created))
-                continue
-            refusal = None
-            if record_refusals:
-                refusal = ledger.record_refusal(
-                    session,
-                    now=now,
-                    source=source,
-                    destination=destination,
-                    idempotency_key=sub.idempotency_key
-                    if isinstance(sub.idempotency_key, str)
-                    else None,
-                    errors=[{"field": e.field, "rule": e.rule} for e in item.errors],
-                )
-            out.append(Accepted(None, False, item.errors, refusal))
+    prepared: list[ledger.NewLead | LeadInvalid] = []
+    stored: list[tuple[str, bool]] = []
+    with sessions.begin() as session, ThreadPoolExecutor(1, "ledger-writer") as writer:
+        # Validation (Python) and the ledger's writes (the database) overlap: while
+        # the writer thread, which waits on the socket without the GIL, stores one
+        # chunk, this thread validates the next. One transaction all the same.
+        pending: Future[list[tuple[str, bool]]] | None = None
+        for start in range(0, len(submissions), PIPELINE_CHUNK):
+            chunk = [
+                _prepare_or_refusal(settings, destination, sub, source)
+                for sub in submissions[start : start + PIPELINE_CHUNK]
+            ]
+            prepared += chunk
+            good = [p for p in chunk if isinstance(p, ledger.NewLead)]
+            if pending is not None:
+                stored += pending.result()
+            pending = writer.submit(ledger.insert_leads, session, good, now)
+        if pending is not None:
+            stored += pending.result()
+        return _results(
+            session, submissions, prepared, iter(stored), now, source, destination, record_refusals
+        )
+
+
+def _prepare_or_refusal(
+    settings: Settings, destination: str, sub: Submission, source: str
+) -> ledger.NewLead | LeadInvalid:
+    try:
+        return prepare(settings, destination, sub, source)
+    except LeadInvalid as exc:
+        return exc
+
+
+def _results(
+    session: Session,
+    submissions: Sequence[Submission],
+    prepared: Sequence[ledger.NewLead | LeadInvalid],
+    stored: Iterator[tuple[str, bool]],
+    now: datetime,
+    source: str,
+    destination: str,
+    record_refusals: bool,
+) -> list[Accepted]:
+    """Each submission's result, in order; refusals recorded when asked."""
+    out: list[Accepted] = []
+    for sub, item in zip(submissions, prepared, strict=True):
+        if isinstance(item, ledger.NewLead):
+            lead_id, created = next(stored)
+            out.append(Accepted(lead_id, created))
+            continue
+        refusal = None
+        if record_refusals:
+            key = sub.idempotency_key if isinstance(sub.idempotency_key, str) else None
+            refusal = ledger.record_refusal(
+                session,
+                now=now,
+                source=source,
+                destination=destination,
+                idempotency_key=key,
+                errors=[{"field": e.field, "rule": e.rule} for e in item.errors],
+            )
+        out.append(Accepted(None, False, item.errors, refusal))
     return out
 
 
