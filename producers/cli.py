@@ -389,6 +389,29 @@ def resume(destination: str, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def purge(
+    days: Annotated[
+        int | None, typer.Option(help="Keep this many days (default: LEADRELAY_RETENTION_DAYS).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the personal data of settled leads older than the retention period."""
+    with context() as ctx:
+        keep = ctx.settings.retention_days if days is None else days
+        if keep < 0:
+            raise fail("--days: zero or more")
+        now = ctx.clock()
+        with ctx.sessions.begin() as session:
+            purged = ledger.purge_personal_data(session, before=now - timedelta(days=keep), now=now)
+    if as_json:
+        emit(json.dumps({"purged": purged, "kept_days": keep}))
+    else:
+        out.print(
+            f"removed the personal data of {purged} lead(s) settled more than {keep} day(s) ago"
+        )
+
+
+@app.command()
 def demo(
     leads: Annotated[int, typer.Option(help="How many sample leads to submit.")] = 300,
     database: Annotated[Path, typer.Option(help="The demo's SQLite ledger file.")] = Path(

@@ -170,3 +170,26 @@ def test_pause_and_resume_are_shown_in_stats(
     assert json.loads(run_cli("resume", "kuper-cli", "--json").stdout)["was_paused"] is True
     assert json.loads(run_cli("stats", "--json").stdout)[0]["paused_until"] is None
     assert run_cli("pause", "nowhere").returncode == 2
+
+
+def test_purge_empties_the_payload_of_settled_leads_past_retention_only(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, ledger_url: str
+) -> None:
+    import psycopg
+
+    leads = write_jsonl(tmp_path / "p.jsonl", [kuper_lead() for _ in range(3)])
+    assert run_cli("submit", str(leads), "--to", "kuper-cli").returncode == 0
+    with psycopg.connect(ledger_url, autocommit=True) as conn:
+        conn.execute("UPDATE leads SET created_at = now() - interval '100 days'")
+        conn.execute(
+            "UPDATE deliveries SET state = 'delivered' WHERE id IN "
+            "(SELECT id FROM deliveries ORDER BY id LIMIT 2)"
+        )
+    result = json.loads(run_cli("purge", "--days", "90", "--json").stdout)
+    assert result == {"purged": 2, "kept_days": 90}
+    with psycopg.connect(ledger_url) as conn:
+        payloads = [
+            r[0] for r in conn.execute("SELECT payload FROM leads ORDER BY purged_at NULLS LAST")
+        ]
+    assert payloads[:2] == [{}, {}]
+    assert payloads[2]["utm"] == {"utm_source": "test_partner"}  # still queued: kept

@@ -673,3 +673,23 @@ def requeue(session: Session, f: RequeueFilter, now: datetime) -> dict[str, int]
     for (dest,) in rows:
         out[dest] = out.get(dest, 0) + 1
     return out
+
+
+def purge_personal_data(session: Session, *, before: datetime, now: datetime) -> int:
+    """
+    Empty the payload of leads accepted before `before` whose every delivery is
+    final: the lead's own data goes, its ids, states and (redacted) attempts stay.
+    """
+    open_states = [str(s) for s in LeadState if s not in FINAL_STATES]
+    still_open = select(DeliveryRow.lead_id).where(DeliveryRow.state.in_(open_states))
+    result = session.execute(
+        update(LeadRow)
+        .where(
+            LeadRow.created_at < before,
+            LeadRow.purged_at.is_(None),
+            LeadRow.id.not_in(still_open),
+        )
+        .values(payload={}, purged_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
