@@ -232,14 +232,20 @@ def _stats_table(data: list[dict[str, Any]]) -> Table:
 @app.command()
 def status(
     lead: Annotated[str, typer.Argument(help="Our lead id, or the producer's idempotency key.")],
+    live: Annotated[
+        bool, typer.Option("--live", help="Also ask the platform for its own record (SalesMan).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Where one lead stands: its deliveries, every attempt, the next due time."""
-    with context() as ctx, ctx.sessions() as session:
-        row = reports.find_lead(session, lead)
-        if row is None:
-            raise fail(f"no lead with id or idempotency key {lead!r}", 1)
-        report = reports.lead_report(session, row)
+    with context() as ctx:
+        with ctx.sessions() as session:
+            row = reports.find_lead(session, lead)
+            if row is None:
+                raise fail(f"no lead with id or idempotency key {lead!r}", 1)
+            report = reports.lead_report(session, row)
+        if live:
+            report["platform"] = _live(ctx, row.destination, row.id, report)
     if as_json:
         emit(json.dumps(report, ensure_ascii=False))
         return
@@ -254,11 +260,24 @@ def status(
         )
         if d["detail"]:
             out.print(f"    {d['detail']}")
+        if d["data"].get("crm"):
+            crm = d["data"]["crm"]
+            out.print(
+                f"    CRM: status {crm['status']} {crm['status_name']}, "
+                f"result {crm['rezult'] or '-'} {crm['rezult_name']}",
+                markup=False,
+            )
         for a in d["history"]:
             out.print(
                 f"    {a['at']} {a['kind']} HTTP {a['status_code'] or '-'} {a['outcome']}"
-                f" {a['detail'] or a['error']}"
+                f" {a['detail'] or a['error']}",
+                markup=False,
             )
+    for item in report.get("platform", []):
+        out.print(
+            f"  platform's record (stage {item['stage']}): {item['record'] or item['why']}",
+            markup=False,
+        )
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -409,6 +428,41 @@ def purge(
         out.print(
             f"removed the personal data of {purged} lead(s) settled more than {keep} day(s) ago"
         )
+
+
+def _live(ctx: WorkerContext, destination: str, lead_id: str, report: dict[str, Any]) -> Any:
+    """The platform's own record of each delivered stage (redacted), or why there is none."""
+    from worker.leads import Delivery
+    from worker.platforms import adapter_for
+    from worker.redact import redact_value
+
+    dest = ctx.settings.destination(destination)
+    adapter = adapter_for(dest)
+    found = []
+    for d in report["deliveries"]:
+        probe = Delivery(
+            id=0,
+            lead_id=lead_id,
+            payload={},
+            attempt=d["attempts"],
+            created_at=ctx.clock(),
+            stage=d["stage"],
+            external_id=d["external_id"],
+        )
+        request = adapter.build_info(probe, dest)
+        if request is None:
+            found.append(
+                {"stage": d["stage"], "record": None, "why": "nothing to ask the platform"}
+            )
+            continue
+        try:
+            response = ctx.http.send(request)
+            record = dict(adapter.parse_info(response))
+        except Exception as exc:  # an ops view: say what failed, never crash
+            found.append({"stage": d["stage"], "record": None, "why": type(exc).__name__})
+            continue
+        found.append({"stage": d["stage"], "record": redact_value(record, ctx.secrets)})
+    return found
 
 
 @app.command()

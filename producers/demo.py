@@ -38,6 +38,7 @@ from worker.leads import FINAL_STATES, LeadState
 from worker.ledger import migrate, reports
 from worker.sandbox import calltouch as calltouch_sandbox
 from worker.sandbox import kuper as kuper_sandbox
+from worker.sandbox import salesman as salesman_sandbox
 from worker.sandbox import serve
 from worker.settings import load, parse_destinations, secret_values
 
@@ -80,6 +81,17 @@ def _calltouch_lead(rng: random.Random, i: int) -> dict[str, Any]:
     }
 
 
+def _salesman_lead(rng: random.Random, i: int) -> dict[str, Any]:
+    return {
+        "title": rng.choice(["Анна Смирнова", "Иван Петров", "Олег Сидоров"]),
+        "phone": f"+7 903 {i // 10000 % 1000:03d}-{i // 100 % 100:02d}-{i % 100:02d}",
+        "email": f"client{i}@example.com",
+        "company": "ООО Ромашка",
+        "description": "заявка с сайта",
+        "utm_source": "demo",
+    }
+
+
 PLATFORMS = [
     DemoPlatform(
         "kuper-demo",
@@ -115,10 +127,24 @@ PLATFORMS = [
         },
         _calltouch_lead,
     ),
+    DemoPlatform(
+        "salesman-demo",
+        lambda: salesman_sandbox.create_app(login="demo@example.com", api_key="demo-apikey"),
+        lambda url: {
+            "platform": "salesman",
+            "base_url": url,
+            "login": "demo@example.com",
+            "api_key": "demo-apikey",
+            "rate": 50,  # the emulator sends no e-mail; a real CRM gets the default, 1/s
+            "concurrency": 2,
+        },
+        _salesman_lead,
+    ),
 ]
 
 #: a few leads that break documented rules, so the demo shows refusals at the door
 BAD_LEADS: dict[str, list[dict[str, Any]]] = {
+    "salesman-demo": [{"title": "Без контактов"}, {"title": "X", "email": "not-an-email"}],
     "calltouch-demo": [
         {"matching": [], "addCustomFields": {"customFields": [{"field": "x", "value": 1}]}},
     ],

@@ -65,5 +65,33 @@ def calltouch_table(base_url: str, **overrides: Any) -> dict[str, Any]:
     return table
 
 
+def salesman_lead(**overrides: Any) -> dict[str, Any]:
+    n = next(_counter)
+    lead: dict[str, Any] = {
+        "title": "Иван Петров",
+        "phone": f"+7 916 {n // 10000 % 1000:03d}-{n // 100 % 100:02d}-{n % 100:02d}",
+        "email": f"ivan{n}@example.com",
+        "company": "ООО Ромашка",
+        "description": "хочет демо",
+        "utm_source": "site",
+    }
+    lead.update(overrides)
+    return lead
+
+
+def salesman_table(base_url: str, **overrides: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "platform": "salesman",
+        "base_url": base_url,
+        "login": "manager@example.com",
+        "api_key": "salesman-secret-apikey",
+        "rate": 20,
+        "retry_initial": 0.2,
+        "retry_max": 1,
+    }
+    table.update(overrides)
+    return table
+
+
 #: a valid destination table per platform, for tests that go over every adapter
-TABLES = {"kuper": kuper_table, "calltouch": calltouch_table}
+TABLES = {"kuper": kuper_table, "calltouch": calltouch_table, "salesman": salesman_table}

@@ -119,6 +119,9 @@ def deliver_batch(ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[
     batch = _check(ctx, dest, adapter, owner, batch)
     if not batch:
         return Step("sent", outcomes=Counter(settled_before_sending=1))
+    # Everything before the send happens before the grant: the platform counts arrivals,
+    # so the time between our grant and the request leaving must be as short as it can be.
+    request = adapter.build_request(batch, dest)
     grant = _slot(ctx, dest)
     if not grant.granted:
         _release(ctx, owner, batch, ctx.clock() + grant.wait)
@@ -132,7 +135,7 @@ def deliver_batch(ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[
                 batch,
                 Suspended("daily quota spent", until_quota_reset=True),
             )
-        exchange = send(ctx, dest, adapter, adapter.build_request(batch, dest))
+        exchange = send(ctx, dest, adapter, request)
     finally:
         ctx.limiter.release(dest, grant.holder)
     answer = read_answer(adapter, dest, exchange, batch)
@@ -230,8 +233,10 @@ def apply(
         [answer] * len(batch) if isinstance(answer, Failed) else answer
     )
     now = ctx.clock()
+    follow_up = timedelta(seconds=dest.poll_interval) if adapter.reconciles else None
     settlements = [
-        retry.settle(d, o, dest, now, ctx.rand) for d, o in zip(batch, outcomes, strict=True)
+        retry.settle(d, o, dest, now, ctx.rand, follow_up=follow_up)
+        for d, o in zip(batch, outcomes, strict=True)
     ]
     with ctx.sessions.begin() as session:
         ledger.settle(session, owner, settlements, now)

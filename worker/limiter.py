@@ -49,6 +49,11 @@ def inflight_key(destination: str) -> str:
     return f"{PREFIX}:inflight:{destination}"
 
 
+def window_key(scope: str) -> str:
+    """The platform's window of one quota scope: requests that may count there, by end time."""
+    return f"{PREFIX}:window:{scope}"
+
+
 def quota_key(destination: str, day: str) -> str:
     """Requests sent to a destination on one local day (its daily quota)."""
     return f"{PREFIX}:quota:{destination}:{day}"
@@ -95,6 +100,16 @@ def _lease_ms(dest: DestinationConfig) -> int:
     return int(dest.timeout * 1000) + 5000
 
 
+def window(dest: DestinationConfig) -> tuple[int, int]:
+    """
+    The platform's window as (ms, requests): `rate` requests a second, or for a
+    rate under 1/s, one request every 1/rate seconds.
+    """
+    if dest.rate >= 1:
+        return 1000, int(dest.rate)
+    return round(1000 / dest.rate), 1
+
+
 def quota_day(dest: DestinationConfig, now: datetime) -> str:
     """The quota day `now` falls in: days start at `quota_resets_at` in `quota_zone`."""
     local = now.astimezone(ZoneInfo(dest.quota_zone))
@@ -127,16 +142,21 @@ class RedisLimiter:
 
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self.redis = client
-        source = resources.files("worker").joinpath("limiter.lua").read_text(encoding="utf-8")
-        self._acquire = client.register_script(source)
+        scripts = resources.files("worker")
+        self._acquire = client.register_script(scripts.joinpath("limiter.lua").read_text("utf-8"))
+        self._release = client.register_script(
+            scripts.joinpath("limiter_release.lua").read_text("utf-8")
+        )
 
     def acquire(self, dest: DestinationConfig) -> Grant:
         holder = uuid.uuid4().hex
+        window_ms, window_limit = window(dest)
         wait_ms, why = self._acquire(
             keys=[
                 tat_key(dest.limiter_scope),
                 cooldown_key(dest.limiter_scope),
                 inflight_key(dest.name),
+                window_key(dest.limiter_scope),
             ],
             args=[
                 _interval_ms(dest),
@@ -144,6 +164,8 @@ class RedisLimiter:
                 dest.concurrency,
                 _lease_ms(dest),
                 holder,
+                window_ms,
+                window_limit,
             ],
         )
         if int(wait_ms) > 0:
@@ -152,7 +174,11 @@ class RedisLimiter:
         return Grant(timedelta(0), "", holder)
 
     def release(self, dest: DestinationConfig, holder: str) -> None:
-        self.redis.zrem(inflight_key(dest.name), holder)
+        """The request got its answer (or failed): free its slot, start its window's end."""
+        self._release(
+            keys=[inflight_key(dest.name), window_key(dest.limiter_scope)],
+            args=[holder, window(dest)[0]],
+        )
 
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
         """Hold every worker off `dest` for `wait`, unless a longer cooldown is already set."""
@@ -185,11 +211,14 @@ class MemoryLimiter:
         self._tat: dict[str, float] = {}
         self._cooldown: dict[str, float] = {}
         self._inflight: dict[str, dict[str, float]] = {}
+        self._window: dict[str, dict[str, float]] = {}
         self._quota: dict[tuple[str, str], int] = {}
 
     def acquire(self, dest: DestinationConfig) -> Grant:
         now = time.monotonic()
         interval = _interval_ms(dest) / 1000
+        window_s, window_limit = window(dest)[0] / 1000, window(dest)[1]
+        lease = _lease_ms(dest) / 1000
         with self._lock:
             cooling = self._cooldown.get(dest.limiter_scope, 0) - now
             if cooling > 0:
@@ -197,19 +226,31 @@ class MemoryLimiter:
             flying = {h: t for h, t in self._inflight.get(dest.name, {}).items() if t > now}
             if len(flying) >= dest.concurrency:
                 return Grant(timedelta(milliseconds=10), "concurrency")
+            counted = {
+                h: end
+                for h, end in self._window.get(dest.limiter_scope, {}).items()
+                if end > now - window_s
+            }
+            self._window[dest.limiter_scope] = counted
+            if len(counted) >= window_limit:
+                return Grant(timedelta(milliseconds=10), "window")
             tat = max(self._tat.get(dest.limiter_scope, now), now)
             allow_at = tat + interval - dest.burst * interval
             if now < allow_at:
                 return Grant(timedelta(seconds=allow_at - now), "rate")
             self._tat[dest.limiter_scope] = tat + interval
             holder = uuid.uuid4().hex
-            flying[holder] = now + _lease_ms(dest) / 1000
+            flying[holder] = now + lease
             self._inflight[dest.name] = flying
+            counted[holder] = now + lease
             return Grant(timedelta(0), "", holder)
 
     def release(self, dest: DestinationConfig, holder: str) -> None:
         with self._lock:
             self._inflight.get(dest.name, {}).pop(holder, None)
+            counted = self._window.get(dest.limiter_scope, {})
+            if holder in counted:
+                counted[holder] = time.monotonic()
 
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
         with self._lock:

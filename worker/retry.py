@@ -36,8 +36,13 @@ def settle(
     dest: DestinationConfig,
     now: datetime,
     rand: Rand,
+    *,
+    follow_up: timedelta | None = None,
 ) -> Settlement:
-    """The delivery's next state, due time and record after one counted attempt."""
+    """
+    The delivery's next state, due time and record after one counted attempt.
+    `follow_up`: for platforms whose delivered leads are reconciled, when to look.
+    """
     attempts = delivery.attempt
     match outcome:
         case Delivered(external_id=ext, detail=detail, data=data):
@@ -45,7 +50,7 @@ def settle(
                 delivery.id,
                 LeadState.DELIVERED,
                 attempts,
-                None,
+                now + follow_up if follow_up is not None else None,
                 detail,
                 ext or delivery.external_id,
                 {**delivery.data, **data},

@@ -92,3 +92,20 @@ def test_a_daily_quota_is_counted_per_local_day(redis_url: str) -> None:
     noon = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
     assert [lim.spend_quota(d, noon) for _ in range(3)] == [True, True, False]
     assert lim.spend_quota(d, noon + timedelta(days=1))
+
+
+def test_a_request_counts_in_the_platforms_window_until_a_second_after_its_answer(
+    redis_url: str,
+) -> None:
+    """A slow request (it may arrive late) holds its place until window_ms after its answer."""
+    lim, d = limiter(redis_url), dest(rate=2, burst=2, concurrency=10)
+    first, second = lim.acquire(d), lim.acquire(d)
+    assert first.granted and second.granted
+    time.sleep(1.1)  # both still in flight: they may not have arrived yet
+    blocked = lim.acquire(d)
+    assert (blocked.granted, blocked.why) == (False, "window")
+    lim.release(d, first.holder)
+    lim.release(d, second.holder)
+    assert not lim.acquire(d).granted  # answered just now: they may have arrived just now
+    time.sleep(1.05)
+    assert lim.acquire(d).granted

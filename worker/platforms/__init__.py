@@ -14,10 +14,12 @@ from worker.leads import Platform
 from worker.platforms.base import Adapter
 from worker.platforms.calltouch import CalltouchAdapter
 from worker.platforms.kuper import KuperAdapter
+from worker.platforms.salesman import SalesmanAdapter
 
 REGISTRY: dict[Platform, Adapter[Any]] = {
     Platform.KUPER: KuperAdapter(),
     Platform.CALLTOUCH: CalltouchAdapter(),
+    Platform.SALESMAN: SalesmanAdapter(),
 }
 
 

@@ -125,6 +125,14 @@ class Adapter(ABC, Generic[D]):
         """
         return None
 
+    def build_info(self, delivery: Delivery, dest: D) -> httpx.Request | None:
+        """A request for the platform's own record of a delivered lead (`status --live`)."""
+        return None
+
+    def parse_info(self, response: httpx.Response) -> Mapping[str, Any]:
+        """The platform's record, as plain data (redacted before it is shown)."""
+        return {}
+
     def stages(self, payload: Mapping[str, Any], dest: D) -> int:
         """How many deliveries a lead makes: 1, or its number of stages (staged Admitad)."""
         return 1

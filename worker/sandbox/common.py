@@ -8,7 +8,8 @@ Control endpoints (same on every emulator; tests in other processes use them):
   the next `count` requests get that answer instead of being handled. Other
   keys: `body` (text), `content_type`, `delay` (seconds before answering),
   `cut` (true: read the request, then drop the connection mid-answer),
-  `handle` (true: after `delay`, answer as the platform would: a slow platform).
+  `handle` (true: after `delay`, answer as the platform would: a slow platform;
+  with `cut`, the platform does the work and the answer is lost on the way back).
 * `DELETE /__sandbox__/faults`: forget the faults.
 * `GET /__sandbox__/log`: every request the emulator handled, in order, with
   its monotonic time, path, status, and the leads it accepted.
@@ -29,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTROL = "/__sandbox__"
 
@@ -147,7 +148,16 @@ class FaultMiddleware:
             return
         if fault.handle:
             await asyncio.sleep(fault.delay)
-            await self.app(scope, receive, send)
+            if not fault.cut:
+                await self.app(scope, receive, send)
+                return
+
+            async def swallow(message: Message) -> None:
+                """The platform did the work; its answer never leaves."""
+
+            await self.app(scope, receive, swallow)
+            self.state.record(path, 0, fault=True)
+            await _play(Fault(cut=True), scope, receive, send)
             return
         body = b""
         more = True

@@ -1,0 +1,186 @@
+"""SalesMan through the loop, against its emulator over a socket."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from producers.client import Producer
+from tests.factories import salesman_lead, salesman_table
+from worker import delivery, ledger, polling
+from worker.context import WorkerContext
+from worker.ledger.tables import AttemptRow, DeliveryRow
+from worker.sandbox import salesman as salesman_sandbox
+from worker.sandbox import serve
+
+KEY = "salesman-secret-apikey"
+
+
+@pytest.fixture(scope="module")
+def salesman_url() -> Iterator[str]:
+    with serve(salesman_sandbox.create_app(login="manager@example.com", api_key=KEY)) as url:
+        yield url
+
+
+@pytest.fixture
+def salesman(salesman_url: str) -> str:
+    httpx.post(f"{salesman_url}/__sandbox__/reset")
+    return salesman_url
+
+
+def states(ctx: WorkerContext) -> dict[str, int]:
+    with ctx.sessions() as s:
+        rows = s.execute(select(DeliveryRow.state, func.count()).group_by(DeliveryRow.state))
+        return {state: int(n) for state, n in rows}
+
+
+def adds(url: str) -> list[dict[str, object]]:
+    return [e for e in httpx.get(f"{url}/__sandbox__/log").json() if e.get("action") == "add"]
+
+
+def test_leads_are_added_one_a_request_with_the_crm_id(
+    make_ctx: Callable[..., WorkerContext], salesman: str
+) -> None:
+    ctx = make_ctx({"salesman": salesman_table(salesman)})
+    Producer(ctx, waker=None).submit_many("salesman", [salesman_lead() for _ in range(3)])
+    delivery.drain(ctx, "salesman")
+    assert states(ctx) == {"delivered": 3}
+    assert len(adds(salesman)) == 3
+    with ctx.sessions() as s:
+        assert all(s.scalars(select(DeliveryRow.external_id)).all())
+
+
+def test_a_wrong_apikey_pauses_the_destination_and_leaves_the_backlog(
+    make_ctx: Callable[..., WorkerContext], salesman: str
+) -> None:
+    ctx = make_ctx({"salesman": salesman_table(salesman, api_key="wrong-apikey-value")})
+    Producer(ctx, waker=None).submit_many("salesman", [salesman_lead() for _ in range(20)])
+    report = delivery.drain(ctx, "salesman")
+    assert report.requests == 1
+    assert states(ctx) == {"queued": 20}
+    with ctx.sessions() as s:
+        pause = ledger.active_pause(s, "salesman", ctx.clock())
+        records = json.dumps([[a.request, a.answer] for a in s.scalars(select(AttemptRow))])
+    assert pause is not None and "API key" in pause.reason
+    assert "wrong-apikey-value" not in records
+    assert '"apikey": "***"' in records
+
+
+def test_an_in_doubt_add_is_not_sent_twice_when_the_crm_has_it(
+    make_ctx: Callable[..., WorkerContext], salesman: str
+) -> None:
+    """The add arrives, its answer is lost (cut connection); the lookup finds it by marker."""
+    ctx = make_ctx({"salesman": salesman_table(salesman, retry_initial=0.1, retry_max=0.1)})
+    Producer(ctx, waker=None).submit_many("salesman", [salesman_lead()])
+    httpx.post(
+        f"{salesman}/__sandbox__/faults", json={"delay": 0, "handle": True}
+    ).raise_for_status()
+    # the first add is handled by the CRM, then the answer is lost on the way back
+    httpx.post(f"{salesman}/__sandbox__/faults", json={"cut": True}).raise_for_status()
+    httpx.request("DELETE", f"{salesman}/__sandbox__/faults")
+    # order: handle the add, then cut: emulate by letting the add through and cutting the reply
+    _add_then_cut(salesman)
+    deadline = time.monotonic() + 15
+    while states(ctx) != {"delivered": 1}:
+        assert time.monotonic() < deadline, states(ctx)
+        delivery.drain(ctx, "salesman", budget=2)
+        time.sleep(0.15)
+    assert len(adds(salesman)) == 1  # one add at the CRM, not two
+    with ctx.sessions() as s:
+        kinds = [a.kind for a in s.scalars(select(AttemptRow).order_by(AttemptRow.id))]
+        row = s.scalars(select(DeliveryRow)).one()
+    assert kinds == ["send", "lookup"]
+    assert "found in the CRM" in row.detail
+
+
+def _add_then_cut(url: str) -> None:
+    """The emulator handles the next add, then drops the connection before answering."""
+    httpx.post(f"{url}/__sandbox__/faults", json={"handle": True, "cut": True}).raise_for_status()
+
+
+def test_an_in_doubt_add_the_crm_never_got_is_sent_again(
+    make_ctx: Callable[..., WorkerContext], salesman: str
+) -> None:
+    ctx = make_ctx(
+        {"salesman": salesman_table(salesman, timeout=0.5, retry_initial=0.1, retry_max=0.1)}
+    )
+    Producer(ctx, waker=None).submit_many("salesman", [salesman_lead()])
+    httpx.post(
+        f"{salesman}/__sandbox__/faults", json={"cut": True}
+    ).raise_for_status()  # never handled
+    deadline = time.monotonic() + 15
+    while states(ctx) != {"delivered": 1}:
+        assert time.monotonic() < deadline, states(ctx)
+        delivery.drain(ctx, "salesman", budget=2)
+        time.sleep(0.15)
+    assert len(adds(salesman)) == 1
+    with ctx.sessions() as s:
+        kinds = [a.kind for a in s.scalars(select(AttemptRow).order_by(AttemptRow.id))]
+    assert kinds == ["send", "lookup", "send"]
+
+
+def test_the_crm_status_of_delivered_leads_is_reconciled(
+    make_ctx: Callable[..., WorkerContext], salesman: str
+) -> None:
+    ctx = make_ctx({"salesman": salesman_table(salesman, poll_interval=0.01)})
+    Producer(ctx, waker=None).submit_many("salesman", [salesman_lead()])
+    delivery.drain(ctx, "salesman")
+    with ctx.sessions() as s:
+        crm_id = s.scalar(select(DeliveryRow.external_id))
+    httpx.post(
+        f"{salesman}/__sandbox__/salesman/status", json={"id": crm_id, "status": "2", "rezult": "3"}
+    )
+    time.sleep(0.05)
+    assert polling.poll(ctx, ctx.settings.destination("salesman")) == {"delivered": 1}
+    with ctx.sessions() as s:
+        row = s.scalars(select(DeliveryRow)).one()
+    assert row.data["crm"]["status_name"] == "Обработан"
+    assert row.data["crm"]["rezult_name"] == "Другое"
+    assert row.due_at is not None and row.due_at - ctx.clock() < timedelta(seconds=5)
+
+
+def test_status_live_shows_the_crm_record_with_its_names(
+    make_ctx: Callable[..., WorkerContext],
+    salesman: str,
+    tmp_path: object,
+    ledger_url: str,
+    redis_url: str,
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.system.conftest import write_config
+
+    ctx = make_ctx({"salesman": salesman_table(salesman)})
+    (lead_id,) = [
+        r.lead_id for r in Producer(ctx, waker=None).submit_many("salesman", [salesman_lead()])
+    ]
+    delivery.drain(ctx, "salesman")
+    with ctx.sessions() as s:
+        crm_id = s.scalar(select(DeliveryRow.external_id))
+    httpx.post(f"{salesman}/__sandbox__/salesman/status", json={"id": crm_id, "status": "1"})
+    config = write_config(Path(str(tmp_path)) / "lr.toml", {"salesman": salesman_table(salesman)})
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LEADRELAY_")},
+        "LEADRELAY_DATABASE_URL": ledger_url,
+        "LEADRELAY_CONFIG": str(config),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "producers", "status", str(lead_id), "--live", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    report = json.loads(result.stdout)
+    record = report["platform"][0]["record"]
+    assert (record["status"], record["status_name"]) == ("1", "В работе")
+    assert KEY not in result.stdout
