@@ -93,5 +93,43 @@ def salesman_table(base_url: str, **overrides: Any) -> dict[str, Any]:
     return table
 
 
+def admitad_lead(**overrides: Any) -> dict[str, Any]:
+    lead: dict[str, Any] = {
+        "campaigns": [17809],
+        "user_notified": 1,
+        "first_name": "Ivan",
+        "last_name": "Ivanov",
+        "middle_name": "Ivanovich",
+        "mobile_phone": "79161234567",
+        "email": "ivan@example.com",
+        "work_date": "11.11.2016",
+        "credit_sum": "150000.00",
+        "credit_days": 30,
+    }
+    lead.update(overrides)
+    return lead
+
+
+def admitad_table(base_url: str, **overrides: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "platform": "admitad",
+        "base_url": base_url,
+        "website_id": 1,
+        "client_id": "client",
+        "client_secret": "admitad-client-secret",
+        "poll_interval": 0.1,
+        "pause_minute": 0.5,  # a pause minute lasts half a second in tests
+        "retry_initial": 0.2,
+        "retry_max": 1,
+    }
+    table.update(overrides)
+    return table
+
+
 #: a valid destination table per platform, for tests that go over every adapter
-TABLES = {"kuper": kuper_table, "calltouch": calltouch_table, "salesman": salesman_table}
+TABLES = {
+    "kuper": kuper_table,
+    "calltouch": calltouch_table,
+    "salesman": salesman_table,
+    "admitad": admitad_table,
+}

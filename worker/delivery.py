@@ -24,6 +24,7 @@ import httpx
 from worker import ledger, retry
 from worker.config import DestinationConfig
 from worker.context import WorkerContext
+from worker.errors import AuthRefused
 from worker.leads import Delivery, LeadState
 from worker.limiter import Grant, next_quota_reset
 from worker.outcomes import (
@@ -74,6 +75,7 @@ class Exchange:
     error: str = ""
     in_doubt: bool = False
     elapsed_ms: int = 0
+    auth_refused: str = ""
 
 
 def drain(ctx: WorkerContext, destination: str, *, budget: float | None = None) -> DrainReport:
@@ -178,6 +180,8 @@ def send(
         response = ctx.http.send(request, auth=auth) if auth else ctx.http.send(request)
         response.read()
         exchange.response = response
+    except AuthRefused as exc:
+        exchange.error = exchange.auth_refused = str(exc)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         exchange.error = f"not sent: {type(exc).__name__}"
     except httpx.HTTPError as exc:
@@ -200,6 +204,8 @@ def read_answer(
     batch: Sequence[Delivery],
 ) -> Answer:
     """The adapter's reading of the exchange; an unreadable answer is a Failed, not a crash."""
+    if exchange.auth_refused:
+        return Suspended(exchange.auth_refused)
     if exchange.response is None:
         return Failed(exchange.error, in_doubt=exchange.in_doubt)
     try:
@@ -248,7 +254,7 @@ def apply(
             exchange,
             [(s.delivery_id, s.outcome, s.detail) for s in settlements],
         )
-        advance_stages(session, adapter, batch, settlements, now)
+        advance_stages(session, adapter, dest, batch, settlements, now)
     counts = Counter(str(s.state) for s in settlements)
     log.info(
         "batch sent",
@@ -267,15 +273,19 @@ def apply(
 def advance_stages(
     session: Any,
     adapter: Adapter[Any],
+    dest: DestinationConfig,
     batch: Sequence[Delivery],
     settlements: Sequence[ledger.Settlement],
     now: datetime,
 ) -> None:
-    """Release the next stage of staged leads whose stage was decided now."""
+    """
+    Release the next stage of staged leads whose stage is decided. Asked after
+    every settlement of a stage: releasing is idempotent (only a held stage moves).
+    """
     for delivery, settlement in zip(batch, settlements, strict=True):
-        if delivery.stage <= 0 or settlement.state == delivery.state:
+        if delivery.stage <= 0:
             continue
-        due = adapter.next_stage_due(delivery, settlement.state, settlement.data, now)
+        due = adapter.next_stage_due(delivery, dest, settlement.state, settlement.data, now)
         if due is not None:
             ledger.release_next_stage(session, delivery.lead_id, delivery.stage, due, now)
 
@@ -388,7 +398,7 @@ def _check(
         settlement = retry.settle(delivery, verdict, dest, now, ctx.rand)
         with ctx.sessions.begin() as session:
             ledger.settle(session, owner, [settlement], now)
-            advance_stages(session, adapter, [delivery], [settlement], now)
+            advance_stages(session, adapter, dest, [delivery], [settlement], now)
     return keep
 
 

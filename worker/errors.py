@@ -10,6 +10,8 @@ into outcome values (`worker.outcomes`). Exceptions are for what we refuse.
   + PlatformContractError  an answer we cannot map (broken JSON, unknown shape); the
                            delivery loop records it as a transient failure
   + UnknownDestination     a destination name that is not configured
+  + AuthRefused            a platform's token endpoint refused our credentials; the
+                           destination pauses (never a retry that burns attempts)
   + LedgerUnavailable      the ledger could not be reached (after in-process retries)
 
 Messages name the field and the rule, never the value: a value may be a
@@ -69,6 +71,10 @@ class UnknownDestination(LeadRelayError):
         listed = ", ".join(sorted(known)) or "none configured"
         super().__init__(f"destination {name!r} is not configured (known: {listed})")
         self.name = name
+
+
+class AuthRefused(LeadRelayError):
+    """A platform refused to issue a token (wrong client secret, too many tokens, no rights)."""
 
 
 class LedgerUnavailable(LeadRelayError):

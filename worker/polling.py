@@ -66,6 +66,7 @@ def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int = 100) -> Co
         loop.advance_stages(
             session,
             adapter,
+            dest,
             [by_id[s.delivery_id] for s in settlements],
             settlements,
             now,

@@ -11,6 +11,7 @@ from typing import Any
 
 from worker.config import DestinationConfig
 from worker.leads import Platform
+from worker.platforms.admitad import AdmitadAdapter
 from worker.platforms.base import Adapter
 from worker.platforms.calltouch import CalltouchAdapter
 from worker.platforms.kuper import KuperAdapter
@@ -20,6 +21,7 @@ REGISTRY: dict[Platform, Adapter[Any]] = {
     Platform.KUPER: KuperAdapter(),
     Platform.CALLTOUCH: CalltouchAdapter(),
     Platform.SALESMAN: SalesmanAdapter(),
+    Platform.ADMITAD: AdmitadAdapter(),
 }
 
 

@@ -140,6 +140,7 @@ class Adapter(ABC, Generic[D]):
     def next_stage_due(
         self,
         delivery: Delivery,
+        dest: D,
         state: LeadState,
         data: Mapping[str, Any],
         now: datetime,

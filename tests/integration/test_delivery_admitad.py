@@ -1,0 +1,172 @@
+"""
+Admitad through the loop: real PostgreSQL and Redis, the emulator over a socket.
+Pauses are scaled (a pause minute lasts half a second), never mocked away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from producers.client import Producer
+from tests.factories import admitad_lead, admitad_table
+from worker import delivery, polling
+from worker.context import WorkerContext
+from worker.leads import FINAL_STATES, LeadState
+from worker.ledger.tables import AttemptRow, DeliveryRow
+from worker.sandbox import admitad as admitad_sandbox
+from worker.sandbox import serve
+
+
+@pytest.fixture(scope="module")
+def admitad_url() -> Iterator[str]:
+    app = admitad_sandbox.create_app(
+        client_id="client",
+        client_secret="admitad-client-secret",
+        decide_after=0.3,
+        outcomes={16126: "declined", 17288: "declined"},
+    )
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture
+def admitad(admitad_url: str) -> str:
+    httpx.post(f"{admitad_url}/__sandbox__/reset")
+    return admitad_url
+
+
+def rows(ctx: WorkerContext) -> list[DeliveryRow]:
+    with ctx.sessions() as s:
+        return list(s.scalars(select(DeliveryRow).order_by(DeliveryRow.lead_id, DeliveryRow.stage)))
+
+
+def run_until(
+    ctx: WorkerContext, done: Callable[[list[DeliveryRow]], bool], limit: float = 30
+) -> None:
+    """What workers and beat do: drain due deliveries, poll undecided ones."""
+    dest = ctx.settings.destination("admitad")
+    deadline = time.monotonic() + limit
+    while not done(rows(ctx)):
+        assert time.monotonic() < deadline, [(r.stage, r.state, r.detail) for r in rows(ctx)]
+        delivery.drain(ctx, "admitad", budget=2)
+        polling.poll(ctx, dest)
+        time.sleep(0.05)
+
+
+def sends(ctx: WorkerContext) -> list[tuple[float, str]]:
+    with ctx.sessions() as s:
+        return [
+            (a.at.timestamp(), a.request["url"])
+            for a in s.scalars(
+                select(AttemptRow).where(AttemptRow.kind == "send").order_by(AttemptRow.id)
+            )
+        ]
+
+
+def test_one_token_serves_many_applications(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    Producer(ctx, waker=None).submit_many("admitad", [admitad_lead() for _ in range(5)])
+    run_until(ctx, lambda rs: all(r.state == LeadState.APPROVED for r in rs))
+    tokens = [e for e in httpx.get(f"{admitad}/__sandbox__/log").json() if e["path"] == "/token/"]
+    assert len(tokens) == 1
+
+
+def test_an_expired_token_is_renewed_once_and_the_request_sent_again(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    producer = Producer(ctx, waker=None)
+    producer.submit_many("admitad", [admitad_lead()])
+    delivery.drain(ctx, "admitad")
+    httpx.post(f"{admitad}/__sandbox__/admitad/expire")
+    producer.submit_many("admitad", [admitad_lead()])
+    delivery.drain(ctx, "admitad")
+    assert [r.state for r in rows(ctx)] == [LeadState.AWAITING_STATUS] * 2
+    tokens = [e for e in httpx.get(f"{admitad}/__sandbox__/log").json() if e["path"] == "/token/"]
+    assert len(tokens) == 2
+
+
+def test_statuses_are_polled_until_final_and_polling_stops(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    Producer(ctx, waker=None).submit_many("admitad", [admitad_lead(campaigns=[[17809, 16126]])])
+    run_until(ctx, lambda rs: rs[0].state in FINAL_STATES)
+    (row,) = rows(ctx)
+    assert row.state == LeadState.APPROVED  # one program approved, one declined
+    assert {r["status"] for r in row.data["responses"]} == {"approved", "declined"}
+    assert row.due_at is None
+    assert not polling.poll(ctx, ctx.settings.destination("admitad"))  # nothing left to ask
+
+
+def test_three_stages_declined_goes_on_at_once_accepted_waits_the_pause(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    """Stage 1 all declined → stage 2 at once; stage 2 accepted → stage 3 after its pause."""
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    campaigns: list[Any] = [
+        {"ids": [16126, 17288], "pause": 0},
+        {"ids": [17809], "pause": 3},
+        {"ids": [16633], "pause": 4},
+    ]
+    Producer(ctx, waker=None).submit_many("admitad", [admitad_lead(campaigns=campaigns)])
+    run_until(ctx, lambda rs: all(r.state in FINAL_STATES for r in rs), limit=40)
+    states = [(r.stage, r.state) for r in rows(ctx)]
+    assert states == [(1, "declined"), (2, "approved"), (3, "approved")]
+    (t1, _), (t2, _), (t3, _) = sends(ctx)
+    decide = 0.3  # the emulator decides a stage 0.3 s after it arrives
+    pause_3 = 4 * 0.5
+    assert t2 - t1 < decide + 1.0, "stage 2 waited although stage 1 was all declined"
+    assert t3 - t2 >= decide + pause_3, "stage 3 did not wait its pause after an accepted stage 2"
+    assert t3 - t2 < decide * 2 + pause_3 + 1.5
+
+
+def test_a_program_rule_refusal_names_program_field_and_rule(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    Producer(ctx, waker=None).submit_many(
+        "admitad", [admitad_lead(campaigns=[17810], first_name="Иван")]
+    )
+    delivery.drain(ctx, "admitad")
+    (row,) = rows(ctx)
+    assert row.state == LeadState.REJECTED
+    assert "campaign 17810: first_name: must match ^[a-zA-Z]+$" in row.detail
+    creates = [
+        e for e in httpx.get(f"{admitad}/__sandbox__/log").json() if e["path"].endswith("/create/")
+    ]
+    assert creates == []  # refused before sending
+
+
+def test_test_mode_creates_nothing_and_the_ledger_says_so(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    ctx = make_ctx({"admitad": admitad_table(admitad, test_mode=True)})
+    Producer(ctx, waker=None).submit_many("admitad", [admitad_lead()])
+    delivery.drain(ctx, "admitad")
+    (row,) = rows(ctx)
+    assert (row.state, row.external_id) == (LeadState.DELIVERED, None)
+    assert "test mode" in row.detail
+
+
+def test_above_600_a_minute_admitad_answers_503_and_the_destination_cools(
+    make_ctx: Callable[..., WorkerContext],
+) -> None:
+    app = admitad_sandbox.create_app(client_secret="admitad-client-secret", per_minute=3)
+    with serve(app) as url:
+        ctx = make_ctx({"admitad": admitad_table(url, rate=100, burst=10)})
+        Producer(ctx, waker=None).submit_many("admitad", [admitad_lead() for _ in range(5)])
+        report = delivery.drain(ctx, "admitad")
+        assert report.deferred is not None
+        assert report.outcomes["throttled"] == 1
+        with ctx.sessions() as s:
+            created = s.scalar(select(func.count()).where(DeliveryRow.state == "awaiting_status"))
+        assert created == 2  # 3 a minute: the program's settings (cached after), then 2 creates
