@@ -13,7 +13,7 @@ stored. The same idempotency key for the same destination gives the same lead
 id and never a second delivery.
 """
 
-from producers.client import Producer, submit, submit_many
+from producers.client import Producer, confirm_sms, submit, submit_many
 from worker.errors import FieldError, LeadInvalid
 from worker.intake import Accepted, Submission
 
@@ -23,6 +23,7 @@ __all__ = [
     "LeadInvalid",
     "Producer",
     "Submission",
+    "confirm_sms",
     "submit",
     "submit_many",
 ]

@@ -44,6 +44,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+admitad_app = typer.Typer(help="Admitad: SMS-verified applications.", no_args_is_help=True)
+app.add_typer(admitad_app, name="admitad")
 
 # soft_wrap: a line a script greps (file:line: field: rule) is never folded
 out = Console(soft_wrap=True, highlight=False)
@@ -463,6 +465,30 @@ def _live(ctx: WorkerContext, destination: str, lead_id: str, report: dict[str, 
             continue
         found.append({"stage": d["stage"], "record": redact_value(record, ctx.secrets)})
     return found
+
+
+@admitad_app.command("confirm")
+def admitad_confirm(
+    application: Annotated[str, typer.Argument(help="Admitad's application_id.")],
+    code: Annotated[str, typer.Argument(help="The code the user received by SMS.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send the user's SMS code for an application a bank holds until it is confirmed."""
+    from worker import sms
+
+    with context() as ctx:
+        result = sms.confirm(ctx, application, code)
+    if as_json:
+        emit(
+            json.dumps(
+                {"lead_id": result.lead_id, "state": result.state, "detail": result.detail},
+                ensure_ascii=False,
+            )
+        )
+    else:
+        out.print(f"{application}: {result.state}: {result.detail}", markup=False)
+    if result.lead_id is None:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -88,6 +88,12 @@ class Producer:
         dest = self.ctx.settings.destination(destination)
         self.waker(destination, min(dest.concurrency, math.ceil(created / dest.batch_size)))
 
+    def confirm_sms(self, application_id: str, code: str) -> str:
+        """Send the user's SMS code for an Admitad bank application; returns its new state."""
+        from worker import sms
+
+        return sms.confirm(self.ctx, application_id, code).state
+
     def close(self) -> None:
         self.ctx.close()
 
@@ -113,3 +119,8 @@ def submit_many(
 ) -> list[Accepted]:
     """Accept many leads; each result holds the id, or the field errors of a refused lead."""
     return default().submit_many(destination, leads)
+
+
+def confirm_sms(application_id: str, code: str) -> str:
+    """Send the user's SMS code for an application waiting for it (Admitad's banks)."""
+    return default().confirm_sms(application_id, code)

@@ -36,6 +36,7 @@ from worker.context import WorkerContext, build
 from worker.intake import Submission
 from worker.leads import FINAL_STATES, LeadState
 from worker.ledger import migrate, reports
+from worker.sandbox import admitad as admitad_sandbox
 from worker.sandbox import calltouch as calltouch_sandbox
 from worker.sandbox import kuper as kuper_sandbox
 from worker.sandbox import salesman as salesman_sandbox
@@ -92,6 +93,20 @@ def _salesman_lead(rng: random.Random, i: int) -> dict[str, Any]:
     }
 
 
+def _admitad_lead(rng: random.Random, i: int) -> dict[str, Any]:
+    # two stages: two banks first; if either takes it, a third after a 2-minute pause
+    return {
+        "campaigns": [{"ids": [17809, 16126], "pause": 0}, {"ids": [16633], "pause": 2}],
+        "user_notified": 1,
+        "first_name": rng.choice(["Anna", "Ivan", "Oleg"]),
+        "last_name": "Petrov",
+        "mobile_phone": f"7916{i:07d}",
+        "credit_sum": "150000.00",
+        "credit_days": 30,
+        "birth_date": "01.02.1990",
+    }
+
+
 PLATFORMS = [
     DemoPlatform(
         "kuper-demo",
@@ -140,10 +155,31 @@ PLATFORMS = [
         },
         _salesman_lead,
     ),
+    DemoPlatform(
+        "admitad-demo",
+        lambda: admitad_sandbox.create_app(
+            client_id="demo",
+            client_secret="demo-secret",  # noqa: S106
+            decide_after=0.3,
+            outcomes={16126: "declined"},
+        ),
+        lambda url: {
+            "platform": "admitad",
+            "base_url": url,
+            "website_id": 1,
+            "client_id": "demo",
+            "client_secret": "demo-secret",
+            "rate": 50,
+            "poll_interval": 0.2,
+            "pause_minute": 0.5,  # the demo's pause minutes last half a second
+        },
+        _admitad_lead,
+    ),
 ]
 
 #: a few leads that break documented rules, so the demo shows refusals at the door
 BAD_LEADS: dict[str, list[dict[str, Any]]] = {
+    "admitad-demo": [{"campaigns": [17809], "user_notified": 0, "birth_date": "31.02.1990"}],
     "salesman-demo": [{"title": "Без контактов"}, {"title": "X", "email": "not-an-email"}],
     "calltouch-demo": [
         {"matching": [], "addCustomFields": {"customFields": [{"field": "x", "value": 1}]}},
@@ -186,9 +222,9 @@ def run(
         console.print(
             f"[bold]lead relay demo[/]: ledger {database}, sandboxes " + ", ".join(urls.values())
         )
-        accepted = _submit(ctx, rng, leads, console)
+        _submit(ctx, rng, leads, console)
         started = time.monotonic()
-        _deliver(ctx, accepted, console)
+        _deliver(ctx, sum(s.total for s in _counts(ctx)), console)
         _summary(ctx, console, time.monotonic() - started)
         return 0 if _all_final(ctx) else 1
 
@@ -262,26 +298,43 @@ def _all_final(ctx: WorkerContext) -> bool:
     return all(LeadState(state) in FINAL_STATES for s in _counts(ctx) for state in s.states)
 
 
+#: how the demo's table groups the states
+TAKEN = {LeadState.DELIVERED, LeadState.APPROVED}
+REFUSED = {
+    LeadState.REJECTED,
+    LeadState.DECLINED,
+    LeadState.UNMATCHED,
+    LeadState.ERROR,
+    LeadState.EXPIRED,
+}
+
+
 def _summary(ctx: WorkerContext, console: Console, elapsed: float) -> None:
-    table = Table(title=f"per destination, after {elapsed:.1f} s")
+    table = Table(title=f"deliveries per destination, after {elapsed:.1f} s")
     table.add_column("destination", no_wrap=True)
-    for column in ("delivered", "rejected", "dead", "other", "requests", "429/503"):
+    for column in ("taken", "refused", "dead", "still open", "requests", "429/503"):
         table.add_column(column, justify="right", no_wrap=True)
     requests = _requests(ctx)
-    shown = {LeadState.DELIVERED, LeadState.REJECTED, LeadState.DEAD}
     for s in _counts(ctx):
-        other = ", ".join(f"{n} {state}" for state, n in s.states.items() if state not in shown)
+        taken = sum(n for st, n in s.states.items() if LeadState(st) in TAKEN)
+        refused = sum(n for st, n in s.states.items() if LeadState(st) in REFUSED)
+        open_ = sum(n for st, n in s.states.items() if LeadState(st) not in FINAL_STATES)
         sent, throttled = requests.get(s.destination, (0, 0))
         table.add_row(
             s.destination,
-            str(s.count(LeadState.DELIVERED)),
-            str(s.count(LeadState.REJECTED)),
+            str(taken),
+            str(refused),
             str(s.count(LeadState.DEAD)),
-            other or "0",
+            str(open_),
             str(sent),
             str(throttled),
         )
     console.print(table)
+    console.print(
+        "taken: delivered, or approved by the program; refused: the platform said no "
+        "(rejected, declined, unmatched); every attempt is in the ledger: "
+        "`leadrelay status LEAD`."
+    )
 
 
 def _requests(ctx: WorkerContext) -> dict[str, tuple[int, int]]:

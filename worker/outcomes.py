@@ -45,6 +45,8 @@ class Pending:
     detail: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
     state: LeadState = LeadState.AWAITING_STATUS
+    #: when to look again (or, waiting for a code, when to give up); None: at once
+    wait: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,12 +56,12 @@ def settle(
                 {**delivery.data, **data},
                 outcome="delivered",
             )
-        case Pending(external_id=ext, detail=detail, data=data, state=state):
+        case Pending(external_id=ext, detail=detail, data=data, state=state, wait=wait):
             return Settlement(
                 delivery.id,
                 state,
                 attempts,
-                now,
+                now + wait if wait is not None else now,
                 detail,
                 ext or delivery.external_id,
                 {**delivery.data, **data},

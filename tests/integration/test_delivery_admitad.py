@@ -170,3 +170,36 @@ def test_above_600_a_minute_admitad_answers_503_and_the_destination_cools(
         with ctx.sessions() as s:
             created = s.scalar(select(func.count()).where(DeliveryRow.state == "awaiting_status"))
         assert created == 2  # 3 a minute: the program's settings (cached after), then 2 creates
+
+
+def test_an_sms_verified_application_waits_for_its_code_then_is_polled(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    from worker import sms
+
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    lead = admitad_lead(campaigns=[65], sms_verification=True)
+    Producer(ctx, waker=None).submit_many("admitad", [lead])
+    delivery.drain(ctx, "admitad")
+    (row,) = rows(ctx)
+    assert row.state == LeadState.WAITING_CODE and row.external_id
+    wrong = sms.confirm(ctx, row.external_id, "0000")
+    assert wrong.state == "waiting_code"
+    right = sms.confirm(ctx, row.external_id, "1234")
+    assert right.state == "awaiting_status"
+    run_until(ctx, lambda rs: rs[0].state in FINAL_STATES)
+    assert rows(ctx)[0].state == LeadState.APPROVED
+
+
+def test_a_code_that_never_comes_expires_the_application(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    ctx = make_ctx({"admitad": admitad_table(admitad, code_ttl=0.3)})
+    Producer(ctx, waker=None).submit_many(
+        "admitad", [admitad_lead(campaigns=[65], sms_verification=True)]
+    )
+    delivery.drain(ctx, "admitad")
+    time.sleep(0.4)
+    polling.poll(ctx, ctx.settings.destination("admitad"))
+    (row,) = rows(ctx)
+    assert (row.state, row.detail) == (LeadState.EXPIRED, "no SMS code in time")

@@ -693,3 +693,31 @@ def purge_personal_data(session: Session, *, before: datetime, now: datetime) ->
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def lease_waiting(
+    session: Session,
+    external_id: str,
+    *,
+    state: LeadState,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+) -> tuple[str, Delivery] | None:
+    """Lease the delivery in `state` that the platform knows as `external_id`: (destination, it)."""
+    row = session.execute(
+        update(DeliveryRow)
+        .where(
+            DeliveryRow.external_id == external_id,
+            DeliveryRow.state == str(state),
+            or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
+        )
+        .values(lease_until=now + lease, lease_owner=owner, updated_at=now)
+        .returning(*_DELIVERY_COLUMNS, DeliveryRow.destination)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    lead = session.get(LeadRow, row.lead_id)
+    assert lead is not None  # noqa: S101 - the foreign key guarantees it
+    return row.destination, _delivery(row, lead.payload, lead.created_at)

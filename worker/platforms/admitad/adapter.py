@@ -350,6 +350,7 @@ def _created(body: Mapping[str, Any], dest: AdmitadDestination) -> LeadOutcome:
             "waiting for the user's SMS code",
             {"status": body.get("status")},
             state=LeadState.WAITING_CODE,
+            wait=dest.code_ttl,
         )
     if body.get("id") is None:
         return Delivered(detail="test mode: Admitad created no application", data=data)
