@@ -506,6 +506,19 @@ def demo(
 
 
 @app.command()
+def metrics(
+    host: str = "0.0.0.0",  # noqa: S104 - a metrics endpoint is scraped from outside the pod
+    port: Annotated[int, typer.Option(help="Where Prometheus scrapes /metrics.")] = 9808,
+) -> None:
+    """Serve /metrics: the workers' counters and the ledger's backlog per destination and state."""
+    from producers.metrics_server import serve
+
+    with context() as ctx:
+        out.print(f"serving /metrics on {host}:{port}")
+        serve(ctx, host, port)
+
+
+@app.command()
 def sandbox(
     host: str = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The first port; each platform takes the next.")] = 8701,

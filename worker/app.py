@@ -70,9 +70,22 @@ def use_settings(settings: Any) -> None:
 
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
+    import os
+    import sys
+
+    from worker.errors import ConfigError
+    from worker.flower import check_auth
     from worker.settings import get_settings
 
-    sender.conf.update(celery_config(_explicit[0] if _explicit else get_settings()))
+    try:
+        check_auth(sys.argv, os.environ)
+        settings = _explicit[0] if _explicit else get_settings()
+    except ConfigError as exc:
+        # Celery's signals log a receiver's exception and carry on with default settings
+        # (an AMQP broker on localhost): a wrong setting must stop the process instead.
+        sys.stderr.write(f"leadrelay: configuration: {exc}\n")
+        raise SystemExit(2) from exc
+    sender.conf.update(celery_config(settings))
 
 
 @signals.worker_process_init.connect

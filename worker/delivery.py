@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from worker import ledger, retry
+from worker import ledger, metrics, retry
 from worker.config import DestinationConfig
 from worker.context import WorkerContext
 from worker.errors import AuthRefused
@@ -256,6 +256,8 @@ def apply(
         )
         advance_stages(session, adapter, dest, batch, settlements, now)
     counts = Counter(str(s.state) for s in settlements)
+    metrics.count_outcomes(dest.name, counts)
+    metrics.observe_request(dest.name, exchange.elapsed_ms / 1000)
     log.info(
         "batch sent",
         extra={
@@ -300,6 +302,7 @@ def _throttle(
 ) -> Step:
     wait = answer.retry_after or retry.backoff(1, dest, ctx.rand)
     ctx.limiter.cool_down(dest, wait)
+    metrics.count_throttle(dest.name, wait.total_seconds())
     now = ctx.clock()
     with ctx.sessions.begin() as session:
         ledger.release(session, owner, [d.id for d in batch], now + wait, now)
@@ -340,6 +343,7 @@ def _suspend(
             else now + timedelta(seconds=dest.auth_pause)
         )
     kind = "quota" if answer.until_quota_reset else "auth"
+    metrics.count_pause(dest.name, kind)
     with ctx.sessions.begin() as session:
         ledger.set_pause(session, dest.name, kind=kind, reason=answer.reason, now=now, until=until)
         # due at once: the pause is what holds them, so `leadrelay resume` frees them at once

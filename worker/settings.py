@@ -56,8 +56,6 @@ class Settings(BaseSettings):
     max_inline_wait: float = 2.0
     #: how often beat sweeps due deliveries and expired leases, seconds
     sweep_every: float = 5.0
-    #: how often beat polls platforms that decide later, seconds
-    poll_every: float = 60.0
     #: log level of the service's own loggers
     log_level: str = "INFO"
     #: log format: "json" (one event per line) or "text" (for a terminal)
