@@ -193,3 +193,49 @@ def test_purge_empties_the_payload_of_settled_leads_past_retention_only(
         ]
     assert payloads[:2] == [{}, {}]
     assert payloads[2]["utm"] == {"utm_source": "test_partner"}  # still queued: kept
+
+
+def test_metrics_serves_the_backlog_per_destination_and_state(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    ledger_url: str,
+    redis_url: str,
+) -> None:
+    import time
+
+    import httpx
+
+    from worker.sandbox import free_port
+
+    leads = write_jsonl(tmp_path / "m.jsonl", [kuper_lead() for _ in range(4)])
+    assert run_cli("submit", str(leads), "--to", "kuper-cli").returncode == 0
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADRELAY_")}
+    env.update(
+        {
+            "LEADRELAY_DATABASE_URL": ledger_url,
+            "LEADRELAY_BROKER_URL": redis_url,
+            "LEADRELAY_CONFIG": str(tmp_path / "leadrelay.toml"),
+        }
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "producers", "metrics", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert 'leadrelay_backlog{destination="kuper-cli",state="queued"} 4.0' in text
+    assert 'leadrelay_oldest_due_seconds{destination="kuper-cli"}' in text
