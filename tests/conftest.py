@@ -2,8 +2,8 @@
 Shared fixtures: the real PostgreSQL and Redis, settings, a worker context.
 
 Tests that touch a database or a broker use the real servers (`.ci/run` starts
-them): PostgreSQL at LEADRELAY_TEST_PG (a database `leadrelay_test` is made
-fresh per session, migrated, and truncated before each test) and Redis at
+them): PostgreSQL at LEADRELAY_TEST_PG (a database `leadrelay_test_<pid>` is made
+fresh per session, migrated, truncated before each test, dropped at the end) and Redis at
 LEADRELAY_TEST_REDIS (database 15, flushed before each test).
 """
 
@@ -22,7 +22,8 @@ from worker.ledger import migrate
 from worker.settings import Settings, load, parse_destinations
 
 PG_ADMIN = os.environ.get("LEADRELAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-TEST_DB = "leadrelay_test"
+#: one database per test session, so two sessions on one server never drop each other's
+TEST_DB = f"leadrelay_test_{os.getpid()}"
 REDIS_URL = os.environ.get("LEADRELAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TABLES = ("attempt_results", "attempts", "deliveries", "leads", "refusals", "pauses")
 
@@ -33,8 +34,8 @@ def _pg_url(dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> str:
-    """A freshly created and migrated PostgreSQL database for this test session."""
+def pg_url() -> Iterator[str]:
+    """A freshly created and migrated PostgreSQL database for this test session, dropped after."""
     try:
         admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -44,7 +45,9 @@ def pg_url() -> str:
         admin.execute(f"CREATE DATABASE {TEST_DB}")
     url = _pg_url(TEST_DB)
     migrate.upgrade(url)
-    return url
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
 
 
 @pytest.fixture

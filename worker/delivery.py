@@ -197,6 +197,19 @@ def send(
     return exchange
 
 
+def send_when_allowed(
+    ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[Any], request: httpx.Request
+) -> Exchange | None:
+    """One request under the destination's limiter; None when no slot came within a short wait."""
+    grant = _slot(ctx, dest)
+    if not grant.granted:
+        return None
+    try:
+        return send(ctx, dest, adapter, request)
+    finally:
+        ctx.limiter.release(dest, grant.holder)
+
+
 def read_answer(
     adapter: Adapter[Any],
     dest: DestinationConfig,
@@ -417,14 +430,8 @@ def _prerequisites(
     for need in needs:
         cached = ctx.cache.get(need.key)
         if cached is None:
-            grant = _slot(ctx, dest)
-            if not grant.granted:
-                return None
-            try:
-                exchange = send(ctx, dest, adapter, need.request)
-            finally:
-                ctx.limiter.release(dest, grant.holder)
-            response = exchange.response
+            exchange = send_when_allowed(ctx, dest, adapter, need.request)
+            response = exchange.response if exchange is not None else None
             if response is None or response.status_code != 200:
                 return None
             cached = response.text
@@ -463,14 +470,10 @@ def _look_up(
     request = adapter.build_lookup(delivery, dest, now)
     if request is None:
         return "send"
-    grant = _slot(ctx, dest)
-    if not grant.granted:
-        _release(ctx, owner, [delivery], now + grant.wait)
+    exchange = send_when_allowed(ctx, dest, adapter, request)
+    if exchange is None:
+        _release(ctx, owner, [delivery], now + timedelta(seconds=ctx.settings.max_inline_wait))
         return "deferred"
-    try:
-        exchange = send(ctx, dest, adapter, request)
-    finally:
-        ctx.limiter.release(dest, grant.holder)
     found: LeadOutcome | None = None
     failed = exchange.response is None or adapter.throttle_or_failure(exchange.response) is not None
     if not failed and exchange.response is not None:

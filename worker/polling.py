@@ -117,13 +117,9 @@ def _ask(
     request = adapter.build_poll(batch, dest, ctx.clock())
     if request is None:
         return [None] * len(batch), None
-    grant = loop._slot(ctx, dest)
-    if not grant.granted:
+    exchange = loop.send_when_allowed(ctx, dest, adapter, request)
+    if exchange is None:
         return [None] * len(batch), None
-    try:
-        exchange = loop.send(ctx, dest, adapter, request)
-    finally:
-        ctx.limiter.release(dest, grant.holder)
     if exchange.response is None:
         return [None] * len(batch), exchange
     try:

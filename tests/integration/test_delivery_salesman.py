@@ -180,6 +180,7 @@ def test_status_live_shows_the_crm_record_with_its_names(
         text=True,
         timeout=60,
     )
+    assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     record = report["platform"][0]["record"]
     assert (record["status"], record["status_name"]) == ("1", "В работе")
