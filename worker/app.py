@@ -101,3 +101,18 @@ def _close_context(**_: Any) -> None:
     from worker import context
 
     context.close()
+
+
+@signals.worker_init.connect
+def _start_metrics(**_: Any) -> None:
+    """Main process, before the pool forks: clear PROMETHEUS_MULTIPROC_DIR, serve /metrics."""
+    import sys
+
+    from worker import metrics
+    from worker.errors import ConfigError
+
+    try:
+        metrics.start_from_env()
+    except ConfigError as exc:  # a wrong LEADRELAY_METRICS_PORT stops the worker, like any setting
+        sys.stderr.write(f"leadrelay: configuration: {exc}\n")
+        raise SystemExit(2) from exc

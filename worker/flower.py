@@ -1,39 +1,113 @@
 """
 Flower for ops, never open by accident.
 
-`celery -A worker flower` takes its basic auth from the environment
-(`FLOWER_BASIC_AUTH=user:password`, Flower's own variable). Without it Flower
-would serve every task to anyone who can reach the port, so the app refuses to
-start Flower unless `LEADRELAY_FLOWER_LOCAL=1` says this is a local run.
+`celery -A worker flower` takes its basic auth the way Flower itself does:
+`FLOWER_BASIC_AUTH=user:password[,user2:password2]` in the environment (or
+`--basic-auth=…`, or `basic_auth` in a `flowerconfig.py`). Without auth Flower
+serves every task and worker to anyone who reaches its port, and lets them
+revoke tasks and shut workers down, so the app refuses to start Flower unless
+`LEADRELAY_FLOWER_LOCAL=1` says this is a local run.
 
-Task arguments are ids (a destination's name); the raw intake task's arguments
-are redacted in worker events (`worker.tasks.RedactedRequest`), so Flower shows
-no phone, name or passport.
+How the refusal is wired: Flower resolves its options (environment, command
+line, config file) first and only then builds its web app, which reads the
+Celery app's configuration for the first time. That first read fires Celery's
+`on_configure` signal, where `worker.app` calls `check_auth`. So the check sees
+the credentials Flower will really use, whichever way they were given, and a
+refusal (`ConfigError`, turned into exit status 2 by `worker.app`) happens
+before Flower opens a socket. Any other process (worker, beat, `inspect`, the
+CLI) passes straight through.
+
+Personal data: task arguments are ids (a destination's name) except those of
+`leadrelay.submit`, which carry a raw lead; `worker.tasks.RedactedRequest`
+masks those in every worker event, and Flower builds its task pages and API
+from those events, so it never holds a phone, a name or a passport.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
+
+import click
 
 from worker.errors import ConfigError
 
+#: Flower's own variable: comma-separated `user:password` pairs
+AUTH_VAR = "FLOWER_BASIC_AUTH"
+#: `1` lets Flower start without auth: a run on one's own machine only
+LOCAL_VAR = "LEADRELAY_FLOWER_LOCAL"
+#: the environment variables this module reads, for the deployment files' checks
+ENVIRONMENT = (AUTH_VAR, LOCAL_VAR)
+
+#: passwords that only mean "fill this in" (the Secret example's placeholder among them)
+PLACEHOLDERS = frozenset({"change-me", "changeme", "changethis", "password", "secret"})
+
 
 def is_flower(argv: Sequence[str]) -> bool:
-    """True when this process is `celery … flower`."""
+    """
+    True when this process is Flower.
+
+    Asks click which command runs or is about to run (Flower is a click
+    command under `celery`); outside click, falls back to the command line.
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        return "flower" in (ctx.command.name, ctx.invoked_subcommand)
     return "flower" in argv[1:]
 
 
+def credentials(environ: Mapping[str, str]) -> list[str]:
+    """
+    The `user:password` pairs Flower will check, as Flower resolved them.
+
+    Flower's parsed options win (they merge the environment, `--basic-auth`
+    and `flowerconfig.py`); before Flower has parsed them, its environment
+    variable is read the way Flower reads it.
+    """
+    resolved = _flower_option("basic_auth")
+    if isinstance(resolved, list | tuple) and resolved:
+        return [str(pair) for pair in resolved]
+    raw = environ.get(AUTH_VAR, "")
+    return [pair for pair in raw.split(",") if pair]
+
+
+def problem_with(pairs: Sequence[str]) -> str | None:
+    """Why these pairs are not usable basic auth, or None when every one is."""
+    if not pairs:
+        return "not set"
+    for pair in pairs:
+        user, sep, password = pair.partition(":")
+        if not sep or not user or not password:
+            return "every entry must be user:password with both parts"
+        if password.strip().lower() in PLACEHOLDERS:
+            return f"the password of {user!r} is a placeholder"
+    return None
+
+
 def check_auth(argv: Sequence[str], environ: Mapping[str, str]) -> None:
-    """Refuse to serve Flower without basic auth, unless told it is a local run."""
+    """
+    Refuse to serve Flower without basic auth, unless told it is a local run.
+
+    Called from `worker.app` when Celery first reads its configuration; does
+    nothing in any process other than Flower. Raises ConfigError naming the
+    variable to set.
+    """
     if not is_flower(argv):
         return
-    auth = environ.get("FLOWER_BASIC_AUTH", "")
-    if auth and all(":" in pair and pair.split(":", 1)[1] for pair in auth.split(",")):
-        return
-    if environ.get("LEADRELAY_FLOWER_LOCAL") == "1":
+    problem = problem_with(credentials(environ))
+    if problem is None or environ.get(LOCAL_VAR) == "1":
         return
     raise ConfigError(
-        "FLOWER_BASIC_AUTH",
-        "Flower needs basic auth (user:password) from the environment; "
-        "set LEADRELAY_FLOWER_LOCAL=1 only for a local run",
+        AUTH_VAR,
+        f"{problem}; Flower needs basic auth (user:password) from the environment "
+        f"(set {LOCAL_VAR}=1 only for a run on your own machine)",
     )
+
+
+def _flower_option(name: str) -> object:
+    """One of Flower's parsed options, or None when Flower's options are not loaded here."""
+    if "flower.options" not in sys.modules:
+        return None
+    from tornado.options import options
+
+    return getattr(options, name, None)
