@@ -2,27 +2,48 @@
 An emulator of SalesMan CRM's developer API v1, `/developer/v1/leads`.
 
 As strict as SalesMan's document, and as odd:
-* parameters come from the query string or a form body (PHP's `$_REQUEST`), GET or POST;
+
+* parameters come from the query string or a form body (PHP's `$_REQUEST`:
+  the body wins), by GET or POST;
 * every answer is HTTP 200 with `Content-Type: text/html`, errors included;
-* a wrong `apikey` → `{"result": "Error", "error": {"code": "400", …}}`, an unknown
-  `login` → code "401", an unknown `action` → "402" (codes are strings);
+* a wrong `apikey` → `{"result": "Error", "error": {"code": "400", …}}`, an
+  unknown `login` → code "401", an unknown `action` → "402" (codes are strings);
 * `add` with neither title, phone nor e-mail fails the way a failed add does:
   `{"error": {"code": "1", "text": …}, "Error": …}` and no `result` key;
 * success is `{"result": {"text": "Success", "id": N}}`, ids increasing;
 * there is NO deduplication: two adds make two records;
-* `list` pages hold 200 records (`offset` is the page), `order`, `first=new|old`,
-  `dateStart`/`dateEnd` (YYYY-MM-DD), records with the document's fields;
-* `info&id=` gives one record; `stat` the open and processed counts per manager.
+* `list`: pages of 200 records (`offset` is the page number), `order` (a
+  record field, default `datum`), `first=new|old` (default new), and the
+  creation-date filters read literally: `dateStart` keeps records created
+  *after* that date, `dateEnd` records created *before* it;
+* `info&id=` → `{"data": {record}}` (`{"data": []}` for an unknown id, as PHP
+  encodes an empty array); `stat` → the open and processed counts of this
+  month per manager.
 
-For tests: `POST /__sandbox__/salesman/status {"id", "status", "rezult"}` moves a
-record along, as a manager would. The `apikey` is never logged.
+The CRM's calendar is Moscow time (UTC+3), as a Russian CRM's server usually
+is: a record's `datum` may be a day ahead of the UTC date.
+
+Controls, beside the common ones of `worker.sandbox.common`:
+
+* `POST /__sandbox__/salesman/status {"id", "status", "rezult"}`: a manager
+  moves a record along (status 0–3, rezult 1–4 or "").
+* `POST /__sandbox__/salesman/seed {"count", "datum"}`: `count` records that
+  came from elsewhere (the CRM's own web form), on `datum` (default today).
+* A PHP error page instead of the next answers, the request unhandled: the
+  common faults, with the body `php_error_fault(count)` builds.
+* `POST /__sandbox__/salesman/php_errors {"count"}`: the next `count` adds
+  store their lead, then answer a PHP error page, as when PHP dies while
+  e-mailing the manager about it.
+
+Each request is logged with its action and SalesMan's error code, if any;
+the `apikey` never is.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from starlette.requests import Request
@@ -34,6 +55,8 @@ from worker.sandbox.common import CONTROL, SandboxState, build_app
 
 LEADS_PATH = "/developer/v1/leads"
 PAGE = 200
+#: the CRM server's zone: Moscow, no daylight saving
+CRM_ZONE = timezone(timedelta(hours=3))
 STATUS_NAMES = {"0": "Открыт", "1": "В работе", "2": "Обработан", "3": "Закрыт"}
 REZULT_NAMES = {"1": "Спам", "2": "Дубль", "3": "Другое", "4": "Не целевой"}
 ADD_FIELDS = (
@@ -54,6 +77,25 @@ ADD_FIELDS = (
     "utm_term",
     "utm_content",
 )
+#: what PHP prints when the script dies: HTML, not JSON
+PHP_ERROR_PAGE = (
+    "<br />\n<b>Fatal error</b>:  Uncaught Exception: SMTP connect() failed in "
+    "/var/www/salesman/vendor/phpmailer/class.phpmailer.php:1520\n"
+)
+
+
+def php_error_fault(count: int = 1) -> dict[str, Any]:
+    """The `/__sandbox__/faults` body: the next `count` requests get a PHP page, unhandled."""
+    return {
+        "status": 200,
+        "body": PHP_ERROR_PAGE,
+        "content_type": "text/html; charset=utf-8",
+        "count": count,
+    }
+
+
+def _php_page() -> Response:
+    return Response(PHP_ERROR_PAGE, status_code=200, media_type="text/html; charset=utf-8")
 
 
 def _html(body: Any) -> Response:
@@ -67,6 +109,10 @@ def _error(code: str, text: str) -> Response:
     return _html({"result": "Error", "error": {"code": code, "text": text}})
 
 
+def _today() -> str:
+    return datetime.now(CRM_ZONE).date().isoformat()
+
+
 class _Crm:
     """One CRM's records and its API user."""
 
@@ -74,6 +120,8 @@ class _Crm:
         self.state, self.login, self.api_key = state, login, api_key
         self.ids = itertools.count(940)
         state.store["records"] = {}
+        #: adds still to die after storing their lead (a list, so a reset empties it)
+        state.store["php_errors"] = []
 
     async def leads(self, request: Request) -> Response:
         params: dict[str, str] = dict(request.query_params)
@@ -94,58 +142,45 @@ class _Crm:
             return _error("402", "Неизвестный метод")
         return handler(params)
 
+    def _store(self, fields: dict[str, str], datum: str) -> str:
+        with self.state.lock:
+            record_id = str(next(self.ids))
+            self.state.store["records"][record_id] = _record(record_id, fields, datum)
+        return record_id
+
     def add(self, params: dict[str, str]) -> Response:
         if not any(params.get(k) for k in ("title", "phone", "email")):
             self.state.record(LEADS_PATH, 200, action="add", error="1")
             text = "Не переданы данные заявки"
             return _html({"error": {"code": "1", "text": text}, "Error": text})
-        record_id = next(self.ids)
-        fields = {k: params.get(k, "") for k in ADD_FIELDS}
-        content = "\n".join(f"{k}: {v}" for k, v in fields.items() if v)
-        record = {
-            "id": str(record_id),
-            "datum": datetime.now(UTC).date().isoformat(),
-            "datum_do": "",
-            "email": fields["email"],
-            "phone": fields["phone"],
-            "site": fields["partner"],
-            "company": fields["company"],
-            "city": fields["city"],
-            "country": fields["country"],
-            "content": content,
-            "clid": "0",
-            "client": "",
-            "pid": "0",
-            "person": fields["title"],
-            "did": "0",
-            "deal": "",
-            "user": "0",
-            "userName": "",
-            "status": "0",
-            "statusName": STATUS_NAMES["0"],
-            "rezult": "",
-            "rezultName": "",
-            "clientpath": "0",
-            "clientpathName": fields["path"],
-        }
+        record_id = self._store({k: params.get(k, "") for k in ADD_FIELDS}, _today())
         with self.state.lock:
-            self.state.store["records"][str(record_id)] = record
-        self.state.record(LEADS_PATH, 200, action="add", id=record_id)
-        return _html({"result": {"text": "Success", "id": record_id}})
+            dies = bool(self.state.store["php_errors"])
+            if dies:
+                self.state.store["php_errors"].pop()
+        self.state.record(LEADS_PATH, 200, action="add", id=int(record_id), php_error=dies)
+        if dies:
+            return _php_page()
+        return _html({"result": {"text": "Success", "id": int(record_id)}})
 
     def listing(self, params: dict[str, str]) -> Response:
         with self.state.lock:
-            records = list(self.state.store["records"].values())
+            found = list(self.state.store["records"].values())
         start, end = _date(params.get("dateStart")), _date(params.get("dateEnd"))
         if start is not None:
-            records = [r for r in records if r["datum"] >= start]
+            found = [r for r in found if r["datum"] > start]
         if end is not None:
-            records = [r for r in records if r["datum"] <= end]
-        records.sort(key=lambda r: int(r["id"]), reverse=params.get("first", "new") != "old")
+            found = [r for r in found if r["datum"] < end]
+        order = params.get("order") or "datum"
+        order = order if order in _FIELDS else "datum"
+        found.sort(
+            key=lambda r: (_sortable(r[order]), int(r["id"])),
+            reverse=params.get("first", "new") != "old",
+        )
         offset = params.get("offset") or "0"
         page = int(offset) if offset.isdigit() else 0
         self.state.record(LEADS_PATH, 200, action="list", page=page)
-        return _html({"data": records[page * PAGE : (page + 1) * PAGE]})
+        return _html({"data": found[page * PAGE : (page + 1) * PAGE]})
 
     def info(self, params: dict[str, str]) -> Response:
         with self.state.lock:
@@ -154,27 +189,50 @@ class _Crm:
         return _html({"data": record or []})
 
     def stat(self, params: dict[str, str]) -> Response:
+        month = _today()[:7]
         with self.state.lock:
-            records = list(self.state.store["records"].values())
-        opened = sum(1 for r in records if r["status"] in ("0", "1"))
+            found = [r for r in self.state.store["records"].values() if r["datum"][:7] == month]
+        opened = sum(1 for r in found if r["status"] in ("0", "1"))
         self.state.record(LEADS_PATH, 200, action="stat")
-        counts = {"title": self.login, "open": str(opened), "processed": str(len(records) - opened)}
+        counts = {"title": self.login, "open": str(opened), "processed": str(len(found) - opened)}
         return _html({"data": [counts]})
 
     async def move(self, request: Request) -> Response:
         """Control: a manager moves a record to another status and result."""
         change = await request.json()
+        status = str(change.get("status", "0"))
+        rezult = str(change.get("rezult", ""))
+        if status not in STATUS_NAMES or (rezult and rezult not in REZULT_NAMES):
+            return JSONResponse({"error": "status 0-3, rezult 1-4 or empty"}, status_code=400)
         with self.state.lock:
-            record = self.state.store["records"][str(change["id"])]
-            status = str(change.get("status", record["status"]))
-            rezult = str(change.get("rezult", ""))
+            record = self.state.store["records"].get(str(change.get("id")))
+            if record is None:
+                return JSONResponse({"error": "no such record"}, status_code=404)
             record.update(
                 status=status,
-                statusName=STATUS_NAMES.get(status, ""),
+                statusName=STATUS_NAMES[status],
                 rezult=rezult,
                 rezultName=REZULT_NAMES.get(rezult, ""),
+                datum_do=_today() if status in ("2", "3") else "",
             )
-        return JSONResponse(record)
+            return JSONResponse(dict(record))
+
+    async def php_errors(self, request: Request) -> Response:
+        """Control: the next adds are stored, then PHP dies before answering."""
+        count = int((await request.json()).get("count", 1))
+        with self.state.lock:
+            self.state.store["php_errors"][:] = [True] * count
+        return JSONResponse({"queued": count})
+
+    async def seed(self, request: Request) -> Response:
+        """Control: leads that reached the CRM some other way, to fill pages."""
+        spec = await request.json()
+        datum = _date(spec.get("datum")) or _today()
+        ids = [
+            self._store({"title": f"Посетитель {n}", "description": "веб-форма"}, datum)
+            for n in range(int(spec.get("count", 1)))
+        ]
+        return JSONResponse({"ids": ids})
 
 
 def create_app(login: str = "manager@example.com", api_key: str = "key") -> ASGIApp:
@@ -184,8 +242,48 @@ def create_app(login: str = "manager@example.com", api_key: str = "key") -> ASGI
     routes = [
         Route(LEADS_PATH, crm.leads, methods=["GET", "POST"]),
         Route(f"{CONTROL}/salesman/status", crm.move, methods=["POST"]),
+        Route(f"{CONTROL}/salesman/seed", crm.seed, methods=["POST"]),
+        Route(f"{CONTROL}/salesman/php_errors", crm.php_errors, methods=["POST"]),
     ]
     return build_app(routes, state)
+
+
+def _record(record_id: str, fields: dict[str, str], datum: str) -> dict[str, str]:
+    """A record with the fields SalesMan's `list` documents; `content` is the lead as text."""
+    return {
+        "id": record_id,
+        "datum": datum,
+        "datum_do": "",
+        "email": fields.get("email", ""),
+        "phone": fields.get("phone", ""),
+        "site": fields.get("partner", ""),
+        "company": fields.get("company", ""),
+        "city": fields.get("city", ""),
+        "country": fields.get("country", ""),
+        "content": "\n".join(f"{k}: {v}" for k, v in fields.items() if v),
+        "clid": "0",
+        "client": "",
+        "pid": "0",
+        "person": fields.get("title", ""),
+        "did": "0",
+        "deal": "",
+        "user": "0",
+        "userName": "",
+        "status": "0",
+        "statusName": STATUS_NAMES["0"],
+        "rezult": "",
+        "rezultName": "",
+        "clientpath": "0",
+        "clientpathName": fields.get("path", ""),
+    }
+
+
+_FIELDS = frozenset(_record("0", {}, "").keys())
+
+
+def _sortable(value: str) -> tuple[int, str]:
+    """Numbers sort as numbers (MySQL's int columns), the rest as text."""
+    return (int(value), "") if value.isdigit() else (0, value)
 
 
 def _date(value: str | None) -> str | None:
