@@ -2,17 +2,19 @@
 An emulator of Admitad's broker applications API, as strict as its document.
 
 * `POST /token/`: Basic auth `client_id:client_secret`, `grant_type`
-  `client_credentials` (with `client_id` and `scope`) or `refresh_token`; tokens
-  live `expires_in` 604800 s; at most `max_tokens` live tokens per application,
-  then `error_code` 6. Error bodies are `{"error", "error_description", "error_code"}`.
+  `client_credentials` (with `client_id` and `scope`) or `refresh_token` (which
+  replaces the token it came with); tokens live `expires_in` 604800 s; at most
+  `max_tokens` live tokens per application, then `error_code` 6. Error bodies
+  are `{"error", "error_description", "error_code"}`.
 * Every other call wants `Authorization: Bearer`: unknown → 401 `error_code` 1,
   expired → 401 `error_code` 0, a scope the token lacks → 403 `error_code` 2.
 * 600 requests a minute per application, then 503 with `error_code` 4.
-* `create/`: form data; `campaigns` a JSON array string (of ids, or the algorithm's
-  stages), given once; `user_notified` 1 or 0 (0: the application is created and
-  passed to nobody); `test_mode=1`: no `id`, empty `responses`; the table's field
-  rules (400 naming the field); programs that take no broker applications, or whose
-  own rules (campaign_settings) the application breaks, go to `errors[]`.
+* `create/`: form data, each key given once; `campaigns` a JSON array string (of
+  ids, or the algorithm's stages, pauses 0 to 1440); `user_notified` 1 or 0 (0:
+  the application is created and passed to nobody); `test_mode=1`: no `id`,
+  empty `responses`; the table's field rules, checked here on their own (400
+  naming the field); programs that take no broker applications, or whose own
+  rules (campaign_settings) the application breaks, go to `errors[]`.
 * Statuses move `processing` → `waiting` → the program's outcome (`approved` by
   default) every `decide_after` seconds; with an algorithm, each stage starts when
   the one before it is decided, after its pause if any program accepted
@@ -41,12 +43,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from worker.platforms.admitad import rules as table
+from worker.platforms.admitad.rules import DIGITS, FIELDS, PLACES, SUBIDS
 from worker.sandbox.common import CONTROL, SandboxState, SlidingWindow, build_app
 
 NOT_BROKER = "Кампания не принимает заявки брокеров."
 SCOPES = {"manage_broker_application", "broker_application"}
 TOKEN_LIFE = 604800
+MAX_PAUSE = 1440
+STATUSES = ("processing", "approved", "declined", "waiting", "error")
+_DATE = re.compile(r"[0-9]{2}\.[0-9]{2}\.[0-9]{4}")
+_DECIMAL = re.compile(rf"[0-9]{{1,{DIGITS - PLACES}}}(\.[0-9]{{1,{PLACES}}})?")
 
 
 def _error(status: int, code: int, error: str, description: str) -> Response:
@@ -63,7 +69,7 @@ class Admitad:
         self.client_id: str = config["client_id"]
         self.client_secret: str = config["client_secret"]
         self.website_id: int = config["website_id"]
-        self.programs: dict[int, list[dict[str, Any]]] = config["programs"]
+        self.programs: dict[int, list[dict[str, Any]]] = config["campaigns"]
         self.outcomes: dict[int, str] = config["outcomes"]
         self.decide_after: float = config["decide_after"]
         self.minute: float = config["minute"]
@@ -85,14 +91,19 @@ class Admitad:
         form = await request.form()
         grant = form.get("grant_type")
         if grant == "refresh_token":
-            scopes = self.state.store["refresh"].pop(str(form.get("refresh_token")), None)
-            if scopes is None:
+            grant_of = self.state.store["refresh"].pop(str(form.get("refresh_token")), None)
+            if grant_of is None:
+                self.state.record("/token/", 400)
                 return _error(400, 1, "invalid_grant", "Invalid refresh token")
+            scopes, previous = grant_of
+            self.state.store["tokens"].pop(previous, None)  # a refresh replaces its token
         elif grant == "client_credentials" and form.get("client_id") == self.client_id:
             scopes = set(str(form.get("scope", "")).split())
             if not scopes or not scopes <= SCOPES:
+                self.state.record("/token/", 400)
                 return _error(400, 2, "invalid_scope", "Unknown or missing scope")
         else:
+            self.state.record("/token/", 400)
             return _error(400, 1, "unsupported_grant_type", "grant_type or client_id is wrong")
         live = [t for t, v in self.state.store["tokens"].items() if v["expires"] > time.time()]
         if len(live) >= self.max_tokens:
@@ -100,7 +111,7 @@ class Admitad:
             return _error(400, 6, "too_many_tokens", "Too many tokens for this application")
         access, refresh = secrets.token_hex(16), secrets.token_hex(16)
         self.state.store["tokens"][access] = {"scopes": scopes, "expires": time.time() + TOKEN_LIFE}
-        self.state.store["refresh"][refresh] = scopes
+        self.state.store["refresh"][refresh] = (scopes, access)
         self.state.store["issued"].append(time.time())
         self.state.record("/token/", 200, grant=str(grant))
         return JSONResponse(
@@ -145,6 +156,8 @@ class Admitad:
             return self._done(
                 request, JSONResponse({"campaigns": ["Некорректный JSON-массив"]}, 400)
             )
+        if any(len(form.getlist(k)) > 1 for k in form):
+            return self._done(request, JSONResponse({"detail": ["Повторяющиеся параметры"]}, 400))
         fields = {k: str(v) for k, v in form.items() if k not in ("campaigns",)}
         problems = _field_problems(fields)
         if problems:
@@ -183,7 +196,7 @@ class Admitad:
             "programs": programs,
             "errors": errors,
             "date": datetime.now(UTC).date(),
-            **{k: fields.get(k, "") for k in table.SUBIDS},
+            **{k: fields.get(k, "") for k in SUBIDS},
         }
         with self.state.lock:
             self.state.store["applications"][app["id"]] = app
@@ -219,7 +232,7 @@ class Admitad:
             start += self.decide_after
         return {
             "id": app["id"],
-            **{k: app[k] for k in table.SUBIDS},
+            **{k: app[k] for k in SUBIDS},
             "responses": responses,
             "errors": app["errors"],
             "algorithm": app["stages"],
@@ -246,6 +259,9 @@ class Admitad:
         if refusal:
             return self._done(request, refusal)
         q = request.query_params
+        problem = _list_problem(q)
+        if problem:
+            return self._done(request, JSONResponse({"detail": [problem]}, 400))
         with self.state.lock:
             apps = list(self.state.store["applications"].values())
         views = [self._view(a) for a in apps if _matches(a, q)]
@@ -285,6 +301,11 @@ class Admitad:
         if not c_id.isdigit() or form.get("user_notified") not in ("0", "1"):
             return self._done(request, JSONResponse({"campaign_id": ["Обязательное поле"]}, 400))
         fields = {k: str(v) for k, v in form.items() if k != "campaign_id"}
+        problems = _field_problems(fields)
+        if problems:
+            return self._done(request, JSONResponse(problems, 400))
+        if int(c_id) not in self.programs:
+            return self._done(request, JSONResponse({"campaign_id": [NOT_BROKER]}, status_code=400))
         app = self._application(fields, [{"ids": [int(c_id)], "pause": 0}])
         app["sms"] = "waiting"
         return self._done(
@@ -337,35 +358,85 @@ class Admitad:
 
 
 def _stages(raw: Any) -> list[dict[str, Any]]:
-    """Admitad's own reading of `campaigns` (its documented equivalence)."""
+    """Admitad's own reading of `campaigns` (its documented equivalence); ValueError else."""
     if not isinstance(raw, list) or not raw:
         raise ValueError
     out = []
     for item in raw:
         if isinstance(item, dict):
-            out.append({"ids": [int(i) for i in item["ids"]], "pause": int(item.get("pause", 0))})
+            pause = item.get("pause", 0)
+            if set(item) - {"ids", "pause"} or not _pid(pause, 0) or pause > MAX_PAUSE:
+                raise ValueError
+            out.append({"ids": _pids(item.get("ids")), "pause": pause})
         elif isinstance(item, list):
-            out.append({"ids": [int(i) for i in item], "pause": 0})
-        elif isinstance(item, int) and not isinstance(item, bool):
+            out.append({"ids": _pids(item), "pause": 0})
+        elif _pid(item, 1):
             out.append({"ids": [item], "pause": 0})
         else:
             raise ValueError
     return out
 
 
+def _pid(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _pids(values: Any) -> list[int]:
+    if not isinstance(values, list) or not values or not all(_pid(v, 1) for v in values):
+        raise ValueError
+    return list(values)
+
+
+def _field_problem(name: str, value: str) -> str:
+    """The table's rule for one field, checked here on its own (not with the adapter's code)."""
+    spec = FIELDS[name]
+    if spec.kind == "string":
+        if len(value) > spec.max_length:
+            return f"Убедитесь, что это значение содержит не более {spec.max_length} символов."
+        if name in SUBIDS and "%00" in value:
+            return "Недопустимое значение %00."
+        return ""
+    if spec.kind == "date":
+        try:
+            datetime.strptime(value, "%d.%m.%Y")
+        except ValueError:
+            return "Неправильный формат даты. Используйте один из этих форматов: DD.MM.YYYY."
+        return "" if _DATE.fullmatch(value) else "Неправильный формат даты."
+    if spec.kind == "decimal":
+        return "" if _DECIMAL.fullmatch(value) else "Введите правильное число."
+    return "" if value.isascii() and value.isdigit() else "Введите целое число."
+
+
 def _field_problems(fields: Mapping[str, str]) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
     if fields.get("user_notified") not in ("0", "1"):
         problems["user_notified"] = ["Обязательное поле: 1 или 0"]
+    if fields.get("test_mode", "0") not in ("0", "1"):
+        problems["test_mode"] = ["1 или 0"]
     for name, value in fields.items():
-        if name in ("user_notified", "test_mode"):
-            continue
-        if name not in table.FIELDS:
-            continue  # Admitad ignores what it does not know
-        _, error = table.check_field(name, value)
-        if error:
-            problems[name] = [error.rule]
+        if name in FIELDS:  # Admitad ignores what it does not know
+            problem = _field_problem(name, value)
+            if problem:
+                problems[name] = [problem]
     return problems
+
+
+def _list_problem(q: Mapping[str, str]) -> str:
+    """A list query's broken parameter, in Admitad's words; empty when it is fine."""
+    for key in ("offset", "limit", "id", "campaign"):
+        if key in q and not q[key].isdigit():
+            return f"{key}: Введите целое число."
+    if q.get("order_by", "date_created") not in ("date_created", "-date_created"):
+        return "order_by: Недопустимое значение."
+    if q.get("status", "processing") not in STATUSES:
+        return "status: Недопустимое значение."
+    for key in ("date_start", "date_end"):
+        if q.get(key):
+            try:
+                _day(q[key])
+            except ValueError:
+                return f"{key}: Неправильный формат даты."
+    return ""
 
 
 def _any_accepted(responses: list[dict[str, Any]]) -> bool:
@@ -375,13 +446,9 @@ def _any_accepted(responses: list[dict[str, Any]]) -> bool:
 def _matches(app: Mapping[str, Any], q: Mapping[str, str]) -> bool:
     if q.get("id") and str(app["id"]) != q["id"]:
         return False
-    if any(q.get(key) and app.get(key) != q[key] for key in table.SUBIDS):
+    if any(q.get(key) and app.get(key) != q[key] for key in SUBIDS):
         return False
-    try:
-        start = _day(q.get("date_start"))
-        end = _day(q.get("date_end"))
-    except ValueError:
-        return False
+    start, end = _day(q.get("date_start")), _day(q.get("date_end"))
     return (start is None or app["date"] >= start) and (end is None or app["date"] <= end)
 
 
@@ -393,8 +460,8 @@ def create_app(
     client_id: str = "client",
     client_secret: str = "secret",  # noqa: S107 - the sandbox's own, documented default
     website_id: int = 1,
+    campaigns: Mapping[int, list[dict[str, Any]]] | None = None,
     *,
-    programs: Mapping[int, list[dict[str, Any]]] | None = None,
     outcomes: Mapping[int, str] | None = None,
     decide_after: float = 1.0,
     minute: float = 60.0,
@@ -403,9 +470,13 @@ def create_app(
     sms_code: str = "1234",
 ) -> ASGIApp:
     """
-    The Admitad emulator. `programs`: program id → its campaign_settings rules
+    The Admitad emulator. `campaigns`: program id → its campaign_settings rules
     (programs not listed take no broker applications); `outcomes`: a program's
-    final status (default approved); `minute`: seconds per pause minute.
+    final status (`approved` by default; `declined` or `error`); `decide_after`:
+    seconds a program's response stays `processing` (and then `waiting`);
+    `minute`: seconds per pause minute of a server-side algorithm; `max_tokens`:
+    live tokens before `error_code` 6; `per_minute`: requests a minute per
+    application before 503 `error_code` 4; `sms_code`: the code a bank accepts.
     """
     state = SandboxState()
     admitad = Admitad(
@@ -413,7 +484,7 @@ def create_app(
         client_id=client_id,
         client_secret=client_secret,
         website_id=website_id,
-        programs=dict(programs if programs is not None else DEFAULT_PROGRAMS),
+        campaigns=dict(campaigns if campaigns is not None else DEFAULT_CAMPAIGNS),
         outcomes=dict(outcomes or {}),
         decide_after=decide_after,
         minute=minute,
@@ -435,7 +506,7 @@ def create_app(
 
 
 #: programs that take broker applications, with the document's example rules on one
-DEFAULT_PROGRAMS: dict[int, list[dict[str, Any]]] = {
+DEFAULT_CAMPAIGNS: dict[int, list[dict[str, Any]]] = {
     17809: [],
     16126: [],
     17288: [],

@@ -1,17 +1,30 @@
 """
 Admitad broker applications: create (and sync_create + confirm for banks with SMS
-verification), list for status polling, campaign_settings for each program's rules.
+verification), the applications list for lookups and status polling, and each
+program's campaign_settings.
 
 Auth is OAuth2 client credentials (`auth.py`), one token per destination shared
 through the cache. Error bodies are `{"error", "error_description", "error_code"}`:
-503 with `error_code` 4 is Admitad's rate limit (600 requests/minute per
-application) and is read like another platform's 429; `error_code` 2 (no rights)
-pauses the destination.
 
-Staging runs on our side by default (`staging = "client"`): each stage of the
-normalised `campaigns` is its own application, sent when the stage before it is
-decided (`worker.staging`). `staging = "server"` hands Admitad the whole algorithm
-in one create and follows its `responses`.
+=========================  ==========================================
+answer                     outcome
+=========================  ==========================================
+503 with error_code 4      Throttled: Admitad's 600 requests/minute
+429; 503 with Retry-After  Throttled
+other 5xx                  Failed (retried with backoff)
+401/403 (error_code 2)     Suspended: no rights; a configuration error
+401 after a renewal        Suspended: the token is still refused
+404 on create              Suspended: no such website (`website_id`)
+400                        Rejected, in Admitad's words
+200 with an id             Pending: programs decide later; polled
+200 without an id          Delivered in test mode: nothing was created
+every program in errors[]  Rejected with their messages
+=========================  ==========================================
+
+Staging runs on our side by default (`staging = "client"`): stage N of the
+normalised `campaigns` is its own delivery and its own application, sent when
+`worker.staging` says the stage before it is decided. `staging = "server"` hands
+Admitad the whole algorithm in one create and follows its `responses`.
 
 Admitad has no idempotency key: our lead id goes in `subid_field`, and a create
 whose answer was lost is looked up by it before it is sent again.
@@ -25,7 +38,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from worker import staging
 from worker.config import DestinationConfig
@@ -42,61 +55,66 @@ from worker.outcomes import (
     Suspended,
     Throttled,
 )
-from worker.platforms.admitad import campaigns as campaign_notation
+from worker.platforms.admitad import campaigns as notation
 from worker.platforms.admitad import rules
-from worker.platforms.admitad.auth import AdmitadAuth, error_code
-from worker.platforms.base import Adapter, KeyValueCache, Prerequisite, json_body
+from worker.platforms.admitad.auth import RENEWABLE, AdmitadAuth, error_code
+from worker.platforms.base import (
+    Adapter,
+    KeyValueCache,
+    Prerequisite,
+    json_body,
+    parse_retry_after,
+)
 
-FINAL = {"approved", "declined", "error"}
+#: a program's statuses after which it says no more
+FINAL_STATUSES = frozenset({"approved", "declined", "error"})
+#: the answer of a bank that waits for the user's SMS code
+WAITING_SMS = "waiting_sms_verification"
+#: Admitad's error_code for its rate limit (with HTTP 503)
+RATE_LIMITED = 4
+#: Admitad's error_code for a token without the scope the call needs
+NO_RIGHTS = 2
+#: applications asked for in one list request when several are polled together
+POLL_PAGE = 500
+#: states of a stage that settled it without any program accepting
+REFUSED_STATES = frozenset(
+    {LeadState.REJECTED, LeadState.DEAD, LeadState.EXPIRED, LeadState.ERROR, LeadState.UNMATCHED}
+)
+
+SubidField = Literal["subid", "subid1", "subid2", "subid3", "subid4"]
 
 
 class AdmitadDestination(DestinationConfig):
-    """An Admitad website (`w_id`) and its OAuth2 application."""
+    """An Admitad website (`w_id`) and the OAuth2 application that sends to it."""
 
     platform: Literal[Platform.ADMITAD]
+    #: the website's id, `w_id` in every applications URL
     website_id: int = Field(gt=0)
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
+    #: "client": our ledger runs the stages; "server": Admitad runs the whole algorithm
     staging: Literal["client", "server"] = "client"
     #: the statuses that count as the advertiser taking an application (for staging)
     accepted_statuses: frozenset[str] = frozenset({"waiting", "approved"})
     #: where our lead id goes, to find an application whose answer was lost
-    subid_field: Literal["subid", "subid1", "subid2", "subid3", "subid4"] = "subid4"
+    subid_field: SubidField = "subid4"
+    #: send every application with test_mode=1: Admitad answers without creating one
     test_mode: bool = False
-    rate: float = Field(default=10.0, gt=0)  # Admitad: 600 requests a minute per application
-    batch_size: Literal[1] = 1
-    poll_interval: float = Field(default=60.0, gt=0)
-    #: how long a bank waits for the user's SMS code
+    #: 600 requests a minute per application, Admitad's own limit
+    rate: float = Field(default=10.0, gt=0)
+    #: how long a bank waits for the user's SMS code before the application expires
     code_ttl: timedelta = timedelta(minutes=15)
-    #: how long a program's campaign_settings are trusted
+    #: how long a program's campaign_settings are trusted in the shared cache
     settings_ttl: timedelta = timedelta(hours=1)
     #: how long one minute of a stage's `pause` lasts (a minute; shorter in tests and demos)
     pause_minute: timedelta = timedelta(minutes=1)
 
-
-def _other_field(name: str, value: Any) -> tuple[Any, FieldError | None]:
-    """An application field, `test_mode` or `sms_verification`: its clean value or the rule."""
-    if name == "test_mode":
-        if value not in (0, 1, "0", "1", True, False):
-            return None, FieldError("test_mode", "1 or 0")
-        return int(value in (1, "1", True)), None
-    if name == "sms_verification":
-        return value, None if isinstance(value, bool) else FieldError(name, "true or false")
-    if name not in rules.FIELDS:
-        return None, FieldError(
-            name or "(a field with no name)", "not a field of Admitad's application"
-        )
-    return rules.check_field(name, value)
-
-
-def _user_notified(value: Any) -> FieldError | None:
-    if value in (1, "1", True):
-        return None
-    return FieldError(
-        "user_notified",
-        "must be 1: the user has not agreed to the transfer, and Admitad drops such an "
-        "application without a word",
-    )
+    @field_validator("batch_size")
+    @classmethod
+    def _one_per_request(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("Admitad takes one application per request: batch_size must be 1")
+        return value
 
 
 class AdmitadAdapter(Adapter[AdmitadDestination]):
@@ -107,31 +125,32 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
     max_batch = 1
     deduplicates = False
 
-    # ----------------------------------------------------------- the door
+    # ------------------------------------------------------------------ the door
 
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Table rules, consent and `campaigns` normalised to `[{"ids": [...], "pause": n}]`."""
         if not isinstance(raw, Mapping):
             raise LeadInvalid.one("lead", "must be a JSON object")
         errors: list[FieldError] = []
-        out: dict[str, Any] = {"user_notified": 1}
+        stages: list[notation.Stage] = []
         try:
-            out["campaigns"] = [
-                s.to_json() for s in campaign_notation.normalise(raw.get("campaigns"))
-            ]
+            stages = notation.normalise(raw.get("campaigns"))
         except LeadInvalid as exc:
             errors += exc.errors
-        notified = _user_notified(raw.get("user_notified"))
-        if notified:
-            errors.append(notified)
-        for name, value in raw.items():
-            if name not in ("campaigns", "user_notified"):
-                clean, error = _other_field(str(name), value)
-                errors += [error] if error else []
-                out[name] = clean
-        if out.get("sms_verification") and [len(s["ids"]) for s in out.get("campaigns", [])] != [1]:
+        out: dict[str, Any] = {}
+        try:
+            out = rules.validate_fields(raw)
+        except LeadInvalid as exc:
+            errors += exc.errors
+        if (
+            raw.get("sms_verification") is True
+            and stages
+            and len(notation.program_ids(stages)) != 1
+        ):
             errors.append(FieldError("campaigns", "one program for an SMS-verified application"))
         if errors:
             raise LeadInvalid(errors)
+        out["campaigns"] = notation.to_algorithm(stages)
         return out
 
     def stages(self, payload: Mapping[str, Any], dest: AdmitadDestination) -> int:
@@ -139,65 +158,46 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
             return 1
         return len(payload["campaigns"])
 
-    # ----------------------------------------------------------- sending
-
-    def _url(self, dest: AdmitadDestination, tail: str) -> str:
-        return f"{dest.base_url}/website/{dest.website_id}/broker/applications/{tail}"
-
-    def _stage_ids(self, delivery: Delivery, dest: AdmitadDestination) -> list[int]:
-        stages = campaign_notation.from_payload(delivery.payload["campaigns"])
-        if dest.staging == "server" or delivery.stage == 0:
-            return [i for s in stages for i in s.ids]
-        return list(stages[delivery.stage - 1].ids)
-
-    def _fields(self, delivery: Delivery, dest: AdmitadDestination) -> dict[str, str]:
-        fields = {
-            k: str(v)
-            for k, v in delivery.payload.items()
-            if k not in ("campaigns", "test_mode", "sms_verification", "user_notified")
-        }
-        fields["user_notified"] = "1"
-        fields[dest.subid_field] = delivery.lead_id
-        if dest.test_mode or delivery.payload.get("test_mode"):
-            fields["test_mode"] = "1"
-        return fields
+    # ------------------------------------------------------------------ sending
 
     def build_request(
         self, deliveries: Sequence[Delivery], dest: AdmitadDestination
     ) -> httpx.Request:
+        """A create (or sync_create) of one delivery: the stage's programs, or the algorithm."""
         (delivery,) = deliveries
-        fields = self._fields(delivery, dest)
         if delivery.payload.get("sms_verification"):
-            fields["campaign_id"] = str(self._stage_ids(delivery, dest)[0])
-            return httpx.Request("POST", self._url(dest, "sync_create/"), data=fields)
-        if dest.staging == "server" and delivery.stage == 0:
-            stages = campaign_notation.from_payload(delivery.payload["campaigns"])
-            fields["campaigns"] = json.dumps(campaign_notation.to_algorithm(stages))
+            (c_id,) = _stage_ids(delivery, dest)
+            return self.build_sync_create(delivery.payload, c_id, dest, lead_id=delivery.lead_id)
+        form = _fields(delivery.payload, dest, delivery.lead_id)
+        if dest.staging == "server":
+            stages = notation.from_payload(delivery.payload["campaigns"])
+            form["campaigns"] = json.dumps(notation.to_algorithm(stages))
         else:
-            fields["campaigns"] = json.dumps(self._stage_ids(delivery, dest))
-        return httpx.Request("POST", self._url(dest, "create/"), data=fields)
+            form["campaigns"] = json.dumps(_stage_ids(delivery, dest))
+        return httpx.Request("POST", _url(dest, "create/"), data=form)
 
-    def auth(self, dest: AdmitadDestination, cache: KeyValueCache) -> httpx.Auth | None:
+    def auth(self, dest: AdmitadDestination, cache: KeyValueCache) -> httpx.Auth:
         return AdmitadAuth(dest, cache)
 
     def parse_response(
         self, response: httpx.Response, deliveries: Sequence[Delivery], dest: AdmitadDestination
     ) -> Answer:
+        (delivery,) = deliveries
+        if delivery.payload.get("sms_verification"):
+            synced = self.parse_sync_create(response, dest)
+            return synced if isinstance(synced, Throttled | Failed | Suspended) else [synced]
         refusal = _refusal(response)
         if refusal is not None:
             return refusal
-        try:
-            body = json_body(response)
-        except PlatformContractError as exc:
-            return Failed(str(exc))
-        if not isinstance(body, Mapping):
-            return Failed("Admitad answered JSON that is not an object")
+        body = _object(response)
+        if isinstance(body, Failed):
+            return body
         if response.status_code >= 400:
-            words = body.get("error_description") or json.dumps(body, ensure_ascii=False)[:500]
-            return [Rejected(f"Admitad refused the application: {words}")]
-        return [_created(body, dest)]
+            return [Rejected(f"Admitad refused the application: {_words(body)}")]
+        created = _created(body, delivery, dest)
+        return created if isinstance(created, Failed) else [created]
 
-    # ----------------------------------------------------------- staging
+    # ------------------------------------------------------------------ staging
 
     def next_stage_due(
         self,
@@ -207,41 +207,46 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         data: Mapping[str, Any],
         now: datetime,
     ) -> datetime | None:
-        stages = delivery.payload.get("campaigns", [])
-        if dest.staging == "server" or delivery.stage <= 0 or delivery.stage >= len(stages):
+        """`worker.staging` on the stage this delivery carried; None for server staging."""
+        if dest.staging == "server" or delivery.stage <= 0:
             return None
-        if state in (LeadState.REJECTED, LeadState.DEAD, LeadState.EXPIRED, LeadState.ERROR):
-            verdict: staging.Verdict = "refused"
+        stages = notation.from_payload(delivery.payload.get("campaigns", []))
+        verdict: staging.Verdict
+        if state in REFUSED_STATES:
+            verdict = "refused"
         else:
-            statuses = [str(r.get("status")) for r in data.get("responses", [])]
+            statuses = [str(r.get("status")) for r in data.get("responses") or []]
             verdict = staging.decide(statuses, dest.accepted_statuses)
-        pause = int(stages[delivery.stage].get("pause", 0))
-        return staging.next_stage_due(verdict, pause, now, dest.pause_minute)
+        return staging.next_stage_due(
+            stages, delivery.stage, verdict, now, minute=dest.pause_minute
+        )
 
-    # ----------------------------------------------------------- rules of the programs
+    # ------------------------------------------------------------------ programs' rules
 
     def prerequisites(self, delivery: Delivery, dest: AdmitadDestination) -> Sequence[Prerequisite]:
+        """The campaign_settings of every program this delivery reaches (cached `settings_ttl`)."""
         return [
             Prerequisite(
-                key=f"leadrelay:admitad:settings:{dest.name}:{c_id}",
-                request=httpx.Request("GET", f"{dest.base_url}/broker/campaign_settings/{c_id}/"),
-                ttl=dest.settings_ttl,
+                rules.settings_key(dest, c_id),
+                rules.build_settings_request(c_id, dest),
+                dest.settings_ttl,
             )
-            for c_id in self._stage_ids(delivery, dest)
+            for c_id in _stage_ids(delivery, dest)
         ]
 
     def check(
         self, delivery: Delivery, dest: AdmitadDestination, answers: Mapping[str, str]
     ) -> LeadOutcome | None:
+        """Rejected (naming program, field and rule) when a program's own rule is broken."""
         errors: list[FieldError] = []
-        for c_id in self._stage_ids(delivery, dest):
-            text = answers.get(f"leadrelay:admitad:settings:{dest.name}:{c_id}")
+        for c_id in _stage_ids(delivery, dest):
+            text = answers.get(rules.settings_key(dest, c_id))
             if text is None:
                 continue
             try:
                 program = rules.parse_settings(text)
-            except ValueError:
-                continue
+            except PlatformContractError:
+                continue  # unreadable settings: Admitad itself judges the application
             errors += rules.check_program(delivery.payload, c_id, program)
         if not errors:
             return None
@@ -249,115 +254,269 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
             "; ".join(str(e) for e in errors), data={"program_rules": [str(e) for e in errors]}
         )
 
-    # ----------------------------------------------------------- lookups and polling
+    # ------------------------------------------------------------------ lookups
 
     def build_lookup(
         self, delivery: Delivery, dest: AdmitadDestination, now: datetime
     ) -> httpx.Request | None:
-        params = {dest.subid_field: delivery.lead_id, "limit": "20"}
-        return httpx.Request("GET", self._url(dest, ""), params=params)
+        """The applications carrying our lead id in `subid_field` (one per stage at most)."""
+        params = {dest.subid_field: delivery.lead_id, "limit": "100", "offset": "0"}
+        return httpx.Request("GET", _url(dest, ""), params=params)
 
     def parse_lookup(
         self, response: httpx.Response, delivery: Delivery, dest: AdmitadDestination
     ) -> LeadOutcome | None:
-        wanted = set(self._stage_ids(delivery, dest))
+        """The application this delivery created, when Admitad has it; None to send again."""
+        wanted = set(_stage_ids(delivery, dest))
         for record in _results(response):
             if str(record.get(dest.subid_field)) != delivery.lead_id:
                 continue
-            ids = {int(i) for s in record.get("algorithm") or [] for i in s.get("ids", [])}
-            ids |= {int(r.get("campaign_id", 0)) for r in record.get("responses") or []}
-            if ids & wanted:
+            if _programs(record) != wanted:
+                continue
+            if delivery.payload.get("sms_verification") and not record.get("responses"):
                 return Pending(
-                    external_id=str(record.get("id")),
-                    detail="found at Admitad after the answer to the create was lost",
-                    data={"responses": record.get("responses") or []},
+                    str(record.get("id")),
+                    "found at Admitad after the answer was lost; waiting for the SMS code",
+                    state=LeadState.WAITING_CODE,
+                    wait=dest.code_ttl,
                 )
+            found = _created(record, delivery, dest)
+            if isinstance(found, Failed):
+                return None
+            if isinstance(found, Pending):
+                return Pending(
+                    found.external_id,
+                    "found at Admitad after the answer to the create was lost",
+                    found.data,
+                    wait=found.wait,
+                )
+            return found
         return None
+
+    # ------------------------------------------------------------------ polling
 
     def build_poll(
         self, deliveries: Sequence[Delivery], dest: AdmitadDestination, now: datetime
     ) -> httpx.Request | None:
-        """One list request covers every application since the oldest one asked about."""
-        oldest = min(d.created_at for d in deliveries) - timedelta(days=1)
-        params = {
-            "date_start": oldest.strftime("%d.%m.%Y"),
-            "limit": "500",
-            "order_by": "-date_created",
-        }
-        return httpx.Request("GET", self._url(dest, ""), params=params)
+        """
+        One application: `?id=` (one request, one record). Several: one page of
+        the list from the oldest one's creation day, oldest first, `POLL_PAGE`
+        records: one request instead of one each. An application beyond that
+        page answers None (no change) and is asked again on the next pass.
+        """
+        polled = [d for d in deliveries if d.external_id]
+        if not polled:
+            return None
+        if len(polled) == 1:
+            params = {"id": str(polled[0].external_id), "limit": "1", "offset": "0"}
+        else:
+            oldest = min(d.created_at for d in polled) - timedelta(days=1)
+            params = {
+                "date_start": oldest.strftime("%d.%m.%Y"),
+                "order_by": "date_created",
+                "limit": str(POLL_PAGE),
+                "offset": "0",
+            }
+        return httpx.Request("GET", _url(dest, ""), params=params)
 
     def parse_poll(
         self, response: httpx.Response, deliveries: Sequence[Delivery], dest: AdmitadDestination
     ) -> Sequence[StatusUpdate | None] | Throttled | Failed:
+        """A StatusUpdate per delivery whose application changed; None where nothing did."""
         refusal = _refusal(response)
-        if isinstance(refusal, Throttled | Failed):
+        if isinstance(refusal, Suspended):
+            return Failed(refusal.reason)
+        if refusal is not None:
             return refusal
+        if response.status_code != 200:
+            return Failed(f"HTTP {response.status_code} to a status poll")
         by_id = {str(r.get("id")): r for r in _results(response)}
         return [_status(by_id.get(str(d.external_id)), d) for d in deliveries]
 
-    # ----------------------------------------------------------- SMS verification
+    # ------------------------------------------------------------------ SMS verification
+
+    def build_sync_create(
+        self,
+        payload: Mapping[str, Any],
+        campaign_id: int,
+        dest: AdmitadDestination,
+        *,
+        lead_id: str | None = None,
+    ) -> httpx.Request:
+        """`sync_create/` to one program (a bank that verifies the user by SMS)."""
+        form = _fields(payload, dest, lead_id)
+        form["campaign_id"] = str(campaign_id)
+        return httpx.Request("POST", _url(dest, "sync_create/"), data=form)
+
+    def parse_sync_create(
+        self, response: httpx.Response, dest: AdmitadDestination
+    ) -> LeadOutcome | Throttled | Failed | Suspended:
+        """`waiting_sms_verification` + `application_id` → WAITING_CODE until `code_ttl`."""
+        refusal = _refusal(response)
+        if refusal is not None:
+            return refusal
+        body = _object(response)
+        if isinstance(body, Failed):
+            return body
+        if response.status_code >= 400:
+            return Rejected(f"Admitad refused the application: {_words(body)}")
+        if body.get("status") == WAITING_SMS and body.get("application_id") is not None:
+            return Pending(
+                str(body["application_id"]),
+                "waiting for the user's SMS code",
+                {"status": WAITING_SMS},
+                state=LeadState.WAITING_CODE,
+                wait=dest.code_ttl,
+            )
+        if body.get("application_id") is not None:
+            return Pending(str(body["application_id"]), f"created: {body.get('status')}")
+        if dest.test_mode:
+            return Delivered(detail="test mode: no application created")
+        return Failed("sync_create answered without an application_id", in_doubt=True)
 
     def build_confirm(
         self, application_id: str, code: str, dest: AdmitadDestination
     ) -> httpx.Request:
         """`sync_create/{a_id}/confirm` with the code the user received."""
-        return httpx.Request(
-            "POST", self._url(dest, f"sync_create/{application_id}/confirm"), data={"code": code}
-        )
+        path = f"sync_create/{application_id}/confirm"
+        return httpx.Request("POST", _url(dest, path), data={"code": code})
 
     def parse_confirm(
         self, response: httpx.Response
     ) -> LeadOutcome | Failed | Suspended | Throttled:
+        """Still `waiting_sms_verification`: a wrong code; anything else: polled as usual."""
         refusal = _refusal(response)
         if refusal is not None:
             return refusal
-        body = json_body(response)
-        if response.status_code >= 400 or not isinstance(body, Mapping):
-            return Rejected(f"Admitad refused the code: {body}")
+        body = _object(response)
+        if isinstance(body, Failed):
+            return body
+        if response.status_code >= 400:
+            return Rejected(f"Admitad refused the code: {_words(body)}")
         status = str(body.get("status", ""))
-        if status == "waiting_sms_verification":
-            return Pending(
-                str(body.get("application_id")),
-                "the bank still waits for a right code",
-                {"status": status},
-                state=LeadState.WAITING_CODE,
-            )
-        return Pending(
-            str(body.get("application_id") or ""), f"confirmed: {status}", {"status": status}
-        )
+        a_id = str(body.get("application_id") or "") or None
+        if status == WAITING_SMS:
+            detail = "the bank still waits for the right code"
+            return Pending(a_id, detail, {"status": status}, state=LeadState.WAITING_CODE)
+        return Pending(a_id, f"code confirmed: {status}", {"status": status})
+
+    # overrides of the common reading, so the delivery loop's lookups agree with us
+    def throttle_or_failure(self, response: httpx.Response) -> Throttled | Failed | None:
+        refusal = _refusal(response)
+        return refusal if isinstance(refusal, Throttled | Failed) else None
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _url(dest: AdmitadDestination, tail: str) -> str:
+    return f"{dest.base_url}/website/{dest.website_id}/broker/applications/{tail}"
+
+
+def _stage_ids(delivery: Delivery, dest: AdmitadDestination) -> list[int]:
+    """The programs this delivery goes to: its stage's, or all of them (server staging)."""
+    stages = notation.from_payload(delivery.payload["campaigns"])
+    if dest.staging == "server" or delivery.stage <= 0 or delivery.payload.get("sms_verification"):
+        return notation.program_ids(stages)
+    return list(stages[delivery.stage - 1].ids)
+
+
+def _fields(
+    payload: Mapping[str, Any], dest: AdmitadDestination, lead_id: str | None
+) -> dict[str, str]:
+    """The application's fields as form data, consent given, our lead id in `subid_field`."""
+    form = {k: str(v) for k, v in payload.items() if k not in rules.CONTROL_FIELDS}
+    form["user_notified"] = "1"
+    if lead_id is not None:
+        form[dest.subid_field] = lead_id
+    if dest.test_mode or payload.get("test_mode") == 1:
+        form["test_mode"] = "1"
+    return form
 
 
 def _refusal(response: httpx.Response) -> Throttled | Failed | Suspended | None:
-    """Admitad's error answers that concern the request, not the application."""
-    if response.status_code in (429, 503):
-        return Throttled(reason=f"HTTP {response.status_code} (error_code {error_code(response)})")
-    if response.status_code >= 500:
-        return Failed(f"HTTP {response.status_code}")
-    if response.status_code in (401, 403):
-        code = error_code(response)
-        why = "no rights for this call" if code == 2 else "the token was refused"
-        return Suspended(f"Admitad: {why} (error_code {code})")
+    """Admitad's answers about the request rather than the application."""
+    status, code = response.status_code, error_code(response)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 429 or (status == 503 and (code == RATE_LIMITED or retry_after is not None)):
+        return Throttled(retry_after, f"Admitad rate limit (HTTP {status}, error_code {code})")
+    if status >= 500:
+        return Failed(f"HTTP {status}")
+    if status in (401, 403):
+        if code == NO_RIGHTS:
+            why = "the application has no rights for this call (error_code 2): check its scopes"
+        elif code in RENEWABLE:
+            why = f"the token is refused even after renewal (error_code {code})"
+        else:
+            why = f"access refused (HTTP {status}, error_code {code})"
+        return Suspended(f"Admitad: {why}")
+    if status == 404:
+        return Suspended(f"Admitad: HTTP 404: check website_id and base_url (error_code {code})")
     return None
 
 
-def _created(body: Mapping[str, Any], dest: AdmitadDestination) -> LeadOutcome:
+def _object(response: httpx.Response) -> Mapping[str, Any] | Failed:
+    try:
+        body = json_body(response)
+    except PlatformContractError as exc:
+        return Failed(str(exc))
+    if not isinstance(body, Mapping):
+        return Failed(f"HTTP {response.status_code} answer is JSON but not an object")
+    return body
+
+
+def _words(body: Mapping[str, Any]) -> str:
+    """Admitad's own words from an error body: its description, or each field's messages."""
+    if body.get("error_description") or body.get("error"):
+        words = str(body.get("error_description") or body.get("error"))
+    else:
+        parts = []
+        for name, messages in body.items():
+            listed = messages if isinstance(messages, list) else [messages]
+            parts.append(f"{name}: {' '.join(str(m) for m in listed)}")
+        words = "; ".join(parts) or "no reason given"
+    return words[:500]
+
+
+def _programs(record: Mapping[str, Any]) -> set[int]:
+    """Every program an application's algorithm names."""
+    ids: set[int] = set()
+    for stage in record.get("algorithm") or []:
+        if isinstance(stage, Mapping):
+            ids.update(int(i) for i in stage.get("ids") or [])
+    return ids
+
+
+def _error_ids(record: Mapping[str, Any]) -> set[int]:
+    return {
+        int(e["campaign_id"])
+        for e in record.get("errors") or []
+        if isinstance(e, Mapping) and e.get("campaign_id") is not None
+    }
+
+
+def _created(
+    body: Mapping[str, Any], delivery: Delivery, dest: AdmitadDestination
+) -> LeadOutcome | Failed:
+    """A create's answer (or the same application found in the list) as an outcome."""
     responses = list(body.get("responses") or [])
     errors = list(body.get("errors") or [])
     data = {"responses": responses, "errors": errors, "algorithm": body.get("algorithm") or []}
-    if body.get("status") == "waiting_sms_verification":
-        return Pending(
-            str(body.get("application_id")),
-            "waiting for the user's SMS code",
-            {"status": body.get("status")},
-            state=LeadState.WAITING_CODE,
-            wait=dest.code_ttl,
-        )
     if body.get("id") is None:
-        return Delivered(detail="test mode: Admitad created no application", data=data)
-    if not responses and errors:
+        if dest.test_mode or delivery.payload.get("test_mode") == 1:
+            return Delivered(detail="test mode: no application created", data=data)
+        # not test mode, yet no id: whether an application exists is unknown; look first
+        return Failed("Admitad answered a create without an application id", in_doubt=True)
+    sent = _programs(body) or set(_stage_ids(delivery, dest))
+    if not responses and sent <= _error_ids(body):
         words = "; ".join(f"{e.get('campaign_id')}: {e.get('message')}" for e in errors)
-        return Rejected(f"no program took the application: {words}", data=data)
-    return Pending(str(body["id"]), _summary(responses), data)
+        return Rejected(f"no program takes this application: {words}", data=data)
+    return Pending(
+        str(body["id"]),
+        _summary(responses),
+        data,
+        wait=timedelta(seconds=dest.poll_interval),
+    )
 
 
 def _summary(responses: Sequence[Mapping[str, Any]]) -> str:
@@ -365,30 +524,42 @@ def _summary(responses: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _results(response: httpx.Response) -> list[Mapping[str, Any]]:
-    try:
-        body = json_body(response)
-    except PlatformContractError:
-        return []
+    body = json_body(response)
     results = body.get("results") if isinstance(body, Mapping) else None
-    return [r for r in results if isinstance(r, Mapping)] if isinstance(results, list) else []
+    if not isinstance(results, list):
+        raise PlatformContractError("applications list without a results list")
+    return [r for r in results if isinstance(r, Mapping)]
+
+
+def application_state(record: Mapping[str, Any]) -> LeadState:
+    """
+    An application's state from its programs' responses: awaiting while any
+    program is `processing` or `waiting` (or is still to be sent by the
+    algorithm); then approved if any approved, else declined if any declined,
+    else error.
+    """
+    responses = [r for r in record.get("responses") or [] if isinstance(r, Mapping)]
+    statuses = {str(r.get("status")) for r in responses}
+    responded = {int(r["campaign_id"]) for r in responses if r.get("campaign_id") is not None}
+    still_to_send = _programs(record) - _error_ids(record) - responded
+    if still_to_send or not statuses <= FINAL_STATUSES:
+        return LeadState.AWAITING_STATUS
+    if "approved" in statuses:
+        return LeadState.APPROVED
+    if "declined" in statuses:
+        return LeadState.DECLINED
+    return LeadState.ERROR
 
 
 def _status(record: Mapping[str, Any] | None, delivery: Delivery) -> StatusUpdate | None:
-    """The application's state from its programs' statuses; None when nothing changed."""
+    """The application's state and per-program responses; None when nothing changed."""
     if record is None:
         return None
     responses = list(record.get("responses") or [])
-    if responses == list(delivery.data.get("responses") or []):
+    state = application_state(record)
+    if state == delivery.state and responses == list(delivery.data.get("responses") or []):
         return None
-    statuses = {str(r.get("status")) for r in responses}
-    if not responses or not statuses <= FINAL:
-        return StatusUpdate(
-            LeadState.AWAITING_STATUS, _summary(responses), {"responses": responses}
-        )
-    if "approved" in statuses:
-        state = LeadState.APPROVED
-    elif "declined" in statuses:
-        state = LeadState.DECLINED
-    else:
-        state = LeadState.ERROR
-    return StatusUpdate(state, _summary(responses), {"responses": responses})
+    data: dict[str, Any] = {"responses": responses}
+    if record.get("errors"):
+        data["errors"] = list(record["errors"])
+    return StatusUpdate(state, _summary(responses), data)
