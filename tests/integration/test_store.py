@@ -104,6 +104,22 @@ def test_an_expired_lease_is_swept_back_in_doubt_and_counted(ledger_url: str) ->
     assert d.in_doubt and d.attempt == 2
 
 
+def test_a_doubt_clears_while_due_but_stays_on_record_once_settled(ledger_url: str) -> None:
+    make = sessions(ledger_url)
+    with make.begin() as s:
+        ledger.insert_leads(s, [lead(1), lead(2)], NOW)
+        a, b = ledger.claim_due(s, "k", limit=2, now=NOW, lease=LEASE, owner="a")
+        lost = Settlement(a.id, LeadState.RETRY_WAIT, 1, NOW, "answer lost", in_doubt=True)
+        ledger.settle(s, "a", [lost, Settlement(b.id, LeadState.DELIVERED, 1, None, "ok")], NOW)
+    with make.begin() as s:
+        (again,) = ledger.claim_due(s, "k", limit=1, now=NOW, lease=LEASE, owner="b")
+        assert again.in_doubt
+        ledger.settle(s, "b", [Settlement(a.id, LeadState.DELIVERED, 2, None, "found")], NOW)
+    with make() as s:
+        doubts = {r.lead_id: r.in_doubt for r in s.execute(select(DeliveryRow)).scalars()}
+    assert doubts == {lead(1).id: True, lead(2).id: False}
+
+
 def test_a_lead_that_keeps_killing_workers_ends_dead(ledger_url: str) -> None:
     make = sessions(ledger_url)
     with make.begin() as s:

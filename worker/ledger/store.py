@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from sqlalchemy import (
+    Boolean,
     String,
     and_,
     bindparam,
@@ -423,7 +424,13 @@ def settle(session: Session, owner: str, settlements: Sequence[Settlement], now:
             detail=bindparam("b_detail"),
             external_id=bindparam("b_external"),
             data=bindparam("b_data"),
-            in_doubt=bindparam("b_doubt"),
+            # due again: exactly the new doubt (look up before resending or not); past
+            # the send: a doubt once raised stays on the row, the record that a platform
+            # without deduplication may hold this lead twice
+            in_doubt=case(
+                (bindparam("b_due_again", type_=Boolean), bindparam("b_doubt", type_=Boolean)),
+                else_=or_(DeliveryRow.in_doubt, bindparam("b_doubt_kept", type_=Boolean)),
+            ),
             lease_until=None,
             lease_owner=None,
             updated_at=now,
@@ -442,6 +449,8 @@ def settle(session: Session, owner: str, settlements: Sequence[Settlement], now:
             "b_external": s.external_id,
             "b_data": dict(s.data),
             "b_doubt": s.in_doubt,
+            "b_doubt_kept": s.in_doubt,
+            "b_due_again": s.state in DUE_STATES,
             "b_settled": now if s.state in FINAL_STATES or s.state == LeadState.DELIVERED else None,
         }
         for s in settlements

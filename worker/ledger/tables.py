@@ -116,6 +116,8 @@ class DeliveryRow(Base):
     due_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(32))
+    #: due: a send may have arrived unanswered, so look it up before resending; settled:
+    #: kept as the record that a send once went unanswered
     in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
     external_id: Mapped[str | None] = mapped_column(String(100))
     detail: Mapped[str] = mapped_column(Text, default="")

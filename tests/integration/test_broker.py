@@ -1,0 +1,43 @@
+"""The Redis transport's workaround, on a real Redis: a lost connection never kills a worker."""
+
+from __future__ import annotations
+
+import pytest
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
+
+from worker import broker
+from worker.app import celery_config
+from worker.settings import load
+
+
+def close_after_the_connection_is_gone(url: str, transport: type) -> None:
+    """What Celery's consumer does when Redis goes away while it holds an unacked message."""
+    conn = Connection(url, transport=transport)
+    queue = conn.SimpleQueue("leadrelay-test-restore")
+    queue.put({"wake": "kuper"})
+    message = queue.get(timeout=5)  # delivered, not acknowledged
+    assert message.payload == {"wake": "kuper"}
+    channel = queue.channel
+    conn._do_close_transport()  # the consumer drops its broken connection first
+    channel.close()  # then the channel: kombu restores unacked messages here
+
+
+def test_kombus_own_transport_dies_restoring_through_a_closed_connection(redis_url: str) -> None:
+    """The defect itself: if kombu fixes it, this fails and the workaround can go."""
+    with pytest.raises(AttributeError, match="hostname"):
+        close_after_the_connection_is_gone(redis_url, kombu_redis.Transport)
+
+
+def test_ours_logs_the_failed_restore_and_carries_on(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    close_after_the_connection_is_gone(redis_url, broker.Transport)
+    assert "unacknowledged message(s) could be put back" in caplog.text
+
+
+def test_a_redis_broker_gets_our_transport_and_another_broker_its_own() -> None:
+    redis_config = celery_config(load(broker_url="redis://127.0.0.1:6379/0", destinations={}))
+    amqp_config = celery_config(load(broker_url="amqp://guest@127.0.0.1//", destinations={}))
+    assert redis_config["broker_transport"] == "worker.broker:Transport"
+    assert amqp_config["broker_transport"] is None

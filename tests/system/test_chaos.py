@@ -1,0 +1,588 @@
+"""
+Chaos: the real worker and beat processes deliver a mixed workload to all four
+emulators while everything around them fails, and every lead is accounted for.
+
+During the run: workers are SIGKILLed mid-request (and restarted), Redis is
+wiped once and restarted once, PostgreSQL is restarted once (workers and beat
+are not restarted for those: they must recover by themselves), and the
+emulators answer 500s, timeouts, 429/503 storms with and without Retry-After,
+connections cut after reading the request (before and after the platform did
+the work), and bodies that are not JSON. Producers keep submitting through it
+all, retrying a failed call with the same idempotency keys, as an app would.
+
+At the end: submitted = delivered + rejected by the platform + refused at the
+door + dead (with a reason) + pending; 0 lost (a lead the ledger calls delivered
+is at its platform); no lead twice at a platform unless the ledger flagged it
+in doubt. The tally is printed.
+
+Redis and PostgreSQL here are servers of the test's own (a redis-server and a
+PostgreSQL cluster started on free ports), so restarting them touches nothing
+else on the machine.
+
+The short form runs in CI. The full form, on demand:
+
+    LEADRELAY_CHAOS_LEADS=10000 LEADRELAY_CHAOS_KILLS=10 \\
+        .venv/bin/python -m pytest tests/system/test_chaos.py -s
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import sqlalchemy.exc
+from sqlalchemy import func, select
+
+from producers.client import Producer
+from tests.factories import (
+    admitad_lead,
+    admitad_table,
+    calltouch_lead,
+    calltouch_table,
+    kuper_lead,
+    kuper_table,
+    salesman_lead,
+    salesman_table,
+)
+from tests.system.conftest import Relay
+from worker.context import WorkerContext, build
+from worker.intake import Submission
+from worker.leads import LeadState
+from worker.ledger import migrate
+from worker.ledger.tables import DeliveryRow, LeadRow
+from worker.sandbox import admitad as admitad_sandbox
+from worker.sandbox import calltouch as calltouch_sandbox
+from worker.sandbox import free_port, serve
+from worker.sandbox import kuper as kuper_sandbox
+from worker.sandbox import salesman as salesman_sandbox
+from worker.sandbox.common import SandboxState
+from worker.settings import load, parse_destinations
+
+LEADS = int(os.environ.get("LEADRELAY_CHAOS_LEADS", "600"))
+KILLS = int(os.environ.get("LEADRELAY_CHAOS_KILLS", "3"))
+#: how long the relay gets, once the faults stop, to settle every lead
+SETTLE = float(os.environ.get("LEADRELAY_CHAOS_SETTLE", str(180 + LEADS * 0.06)))
+#: one lead in this many is malformed, to be refused at the door
+BAD_EVERY = 50
+PLATFORMS = ("kuper", "calltouch", "salesman", "admitad")
+#: states a lead leaves on its own: still pending
+MOVING = frozenset(
+    {
+        LeadState.HELD,
+        LeadState.QUEUED,
+        LeadState.SENDING,
+        LeadState.RETRY_WAIT,
+        LeadState.AWAITING_STATUS,
+        LeadState.WAITING_CODE,
+    }
+)
+DELIVERED = frozenset({LeadState.DELIVERED, LeadState.APPROVED, LeadState.DECLINED})
+#: a platform's own final no (the lead reached it, or it said why not)
+PLATFORM_NO = frozenset({LeadState.REJECTED, LeadState.UNMATCHED, LeadState.ERROR})
+
+#: what the emulators answer during the run, in turn (timeout = 2 s in every table)
+STORM: list[dict[str, Any]] = [
+    {"status": 500, "body": '{"error": "internal"}', "count": 3},
+    {"status": 500, "delay": 3.0, "count": 2},  # longer than the timeout
+    {"status": 429, "retry_after": "1", "body": "{}", "count": 4},
+    {"status": 429, "body": "{}", "count": 3},  # no Retry-After
+    {"status": 503, "retry_after": "1", "body": "", "count": 3},
+    {"status": 503, "body": "", "count": 3},
+    {"cut": True, "count": 2},  # read the request, then drop the connection
+    {"cut": True, "handle": True, "count": 2},  # the platform did it; the answer is lost
+    {"status": 200, "body": "<html>502 Bad Gateway</html>", "content_type": "text/html"},
+    {"status": 200, "body": '{"status": "ok", "data": [tru', "count": 1},
+    {"status": 502, "body": "<html>nginx</html>", "content_type": "text/html", "count": 2},
+]
+
+
+# --- servers of the test's own -----------------------------------------------
+
+
+class RedisServer:
+    """A redis-server on a free port; nothing kept on disk, as in production's cache role."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (.ci/run installs it)"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    break
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    assert versions, f"PostgreSQL's {name} is not installed (.ci/run installs it)"
+    return str(versions[-1])
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own, on a free port, that the test may restart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        # its own directory: pytest's tmp_path is closed to the postgres user
+        self.dir = Path(tempfile.mkdtemp(prefix="leadrelay-chaos-pg-"))
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_postgres: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses root
+            self._as_postgres = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as_postgres, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        if self._as_postgres:
+            shutil.chown(self.dir, "postgres")
+        self._run(_pg_bin("initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
+        self._run_start()
+
+    def _run_start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c max_connections=200"
+        )
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.dir / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def restart(self, down_for: float) -> None:
+        self.stop()
+        time.sleep(down_for)
+        self._run_start()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[tuple[RedisServer, PostgresServer]]:
+    red = RedisServer(tmp_path)
+    red.start()
+    pg = PostgresServer()
+    try:
+        pg.init()
+    except BaseException:
+        red.stop()
+        raise
+    migrate.upgrade(pg.url)
+    yield red, pg
+    red.stop()
+    with contextlib.suppress(subprocess.CalledProcessError):
+        pg.stop()
+    shutil.rmtree(pg.dir, ignore_errors=True)
+
+
+# --- the emulators ------------------------------------------------------------
+
+
+@dataclass
+class Platforms:
+    urls: dict[str, str]
+    states: dict[str, SandboxState]
+
+    def order(self, faults: list[dict[str, Any]]) -> None:
+        for url in self.urls.values():
+            httpx.post(f"{url}/__sandbox__/faults", json=faults, timeout=5)
+
+    def calm(self) -> None:
+        for url in self.urls.values():
+            httpx.delete(f"{url}/__sandbox__/faults", timeout=5)
+
+
+@pytest.fixture
+def platforms() -> Iterator[Platforms]:
+    apps = {
+        "kuper": kuper_sandbox.create_app(username="partner", password="kuper-secret-pw"),
+        "calltouch": calltouch_sandbox.create_app("1234", "calltouch-secret-token"),
+        "salesman": salesman_sandbox.create_app("manager@example.com", "salesman-secret-apikey"),
+        "admitad": admitad_sandbox.create_app(
+            client_id="client", client_secret="admitad-client-secret", decide_after=0.5
+        ),
+    }
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(serve(app)) for name, app in apps.items()}
+        yield Platforms(urls, {name: app.state for name, app in apps.items()})  # type: ignore[attr-defined]
+
+
+def tables(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+    common = {"timeout": 2, "max_attempts": 12, "retry_initial": 0.3, "retry_max": 2}
+    return {
+        "kuper": kuper_table(urls["kuper"], **common),
+        "calltouch": calltouch_table(urls["calltouch"], **common),
+        "salesman": salesman_table(urls["salesman"], **common),
+        "admitad": admitad_table(urls["admitad"], **common),
+    }
+
+
+# --- the workload -------------------------------------------------------------
+
+
+def make_lead(platform: str, i: int) -> dict[str, Any]:
+    """Lead number `i` for `platform`; every BAD_EVERY-th is malformed in one field."""
+    bad = i % BAD_EVERY == BAD_EVERY - 1
+    match platform:
+        case "kuper":
+            return kuper_lead(vacancy_id="three") if bad else kuper_lead()
+        case "calltouch":
+            return calltouch_lead(matching="request") if bad else calltouch_lead()
+        case "salesman":
+            lead = salesman_lead(description=f"chaos {i}")
+            return {**lead, "email": "not an e-mail"} if bad else lead
+        case _:
+            return admitad_lead(credit_sum="1,5") if bad else admitad_lead()
+
+
+@dataclass
+class Intake:
+    """What the producers handed over and what became of each: lead id or refusal."""
+
+    submitted: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    ids: dict[str, str] = field(default_factory=dict)  # lead id -> platform
+    retried_calls: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+def produce(ctx: WorkerContext, intake: Intake, chunk: int = 100) -> None:
+    """Submit LEADS leads in chunks while the chaos goes on; a failed call is retried."""
+    producer = Producer(ctx)
+    per_platform = LEADS // len(PLATFORMS)
+    try:
+        for start in range(0, per_platform, chunk):
+            for platform in PLATFORMS:
+                numbers = range(start, min(start + chunk, per_platform))
+                batch = [(f"chaos-{platform}-{i}", make_lead(platform, i)) for i in numbers]
+                subs = [Submission(lead, key) for key, lead in batch]
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        results = producer.submit_many(platform, subs)
+                        break
+                    except Exception:  # the ledger or the broker is down: the app retries
+                        assert time.monotonic() < deadline, "intake did not come back"
+                        intake.retried_calls += 1
+                        time.sleep(0.5)
+                intake.submitted[platform] += len(subs)
+                for r in results:
+                    if r.lead_id is None:
+                        intake.refused[platform] += 1
+                    else:
+                        intake.ids[r.lead_id] = platform
+            time.sleep(0.2)
+    except BaseException as exc:
+        intake.error = exc
+    finally:
+        intake.done.set()
+
+
+# --- the ledger, read through restarts ------------------------------------------
+
+
+def read(ctx: WorkerContext, query: Callable[[Any], Any]) -> Any:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with ctx.sessions() as s:
+                return query(s)
+        except sqlalchemy.exc.OperationalError:
+            assert time.monotonic() < deadline, "the ledger did not come back"
+            time.sleep(0.5)
+
+
+def state_counts(ctx: WorkerContext) -> Counter[str]:
+    def q(s: Any) -> Counter[str]:
+        rows = s.execute(select(DeliveryRow.state, func.count()).group_by(DeliveryRow.state))
+        return Counter({str(state): int(n) for state, n in rows})
+
+    result: Counter[str] = read(ctx, q)
+    return result
+
+
+def wait_for(ctx: WorkerContext, done: Callable[[Counter[str]], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done(state_counts(ctx)):
+        assert time.monotonic() < deadline, f"not in {timeout}s: {dict(state_counts(ctx))}"
+        time.sleep(0.2)
+
+
+def delivered_total(c: Counter[str]) -> int:
+    return sum(c[s] for s in DELIVERED | PLATFORM_NO | {LeadState.DEAD})
+
+
+# --- what the platforms hold ----------------------------------------------------
+
+
+def held_at_platforms(platforms: Platforms, ids: dict[str, str]) -> dict[str, Counter[str]]:
+    """Per platform, how many times each of our leads is there (by what identifies it)."""
+    held: dict[str, Counter[str]] = {p: Counter() for p in PLATFORMS}
+    st = platforms.states
+    with st["salesman"].lock:
+        for record in st["salesman"].store["records"].values():
+            for lead_id in re.findall(r"\[lr:([^\]]+)\]", record["content"]):
+                held["salesman"][lead_id] += 1
+    with st["admitad"].lock:
+        for app in st["admitad"].store["applications"].values():
+            if app.get("subid4"):
+                held["admitad"][str(app["subid4"])] += 1
+    with st["kuper"].lock:
+        kuper_keys = set(st["kuper"].store["candidates"])
+    with st["calltouch"].lock:
+        calltouch_keys = set(st["calltouch"].store["fields"])
+    return {**held, "kuper_keys": Counter(kuper_keys), "calltouch_keys": Counter(calltouch_keys)}
+
+
+def platform_key(platform: str, payload: dict[str, Any]) -> str:
+    """How Kuper and Calltouch identify a lead: phone per source; the request matched."""
+    if platform == "kuper":
+        digits = re.sub(r"\D", "", payload["phone"])
+        return f"{payload['utm']['utm_source']}:{'7' + digits[1:]}"
+    return f"request:{payload['matching'][0]['requestParams']['requestId']}"
+
+
+# --- the test -------------------------------------------------------------------
+
+
+def test_every_lead_is_accounted_for_through_kills_wipes_restarts_and_storms(
+    relay_factory: Callable[..., Relay],
+    servers: tuple[RedisServer, PostgresServer],
+    platforms: Platforms,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    red, pg = servers
+    destinations = tables(platforms.urls)
+    relay = relay_factory(destinations, database_url=pg.url, broker_url=red.url, drain_budget="3")
+    ctx = build(
+        load(database_url=pg.url, broker_url=red.url, destinations=parse_destinations(destinations))
+    )
+    try:
+        _run_chaos(relay, ctx, red, pg, platforms, capsys)
+    finally:
+        ctx.close()
+
+
+def _run_chaos(
+    relay: Relay,
+    ctx: WorkerContext,
+    red: RedisServer,
+    pg: PostgresServer,
+    platforms: Platforms,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    generation = 0
+
+    def start_worker() -> None:
+        nonlocal generation
+        generation += 1
+        relay.start_worker(f"w{generation}", concurrency=4)
+
+    start_worker()
+    relay.start_beat()
+    intake = Intake()
+    producer = threading.Thread(target=produce, args=(ctx, intake), daemon=True)
+    producer.start()
+    platforms.order(STORM)
+    events: list[str] = []
+    started = time.monotonic()
+
+    def progress_after(label: str) -> None:
+        """The relay goes on by itself: more leads settle within 60 s."""
+        before = delivered_total(state_counts(ctx))
+        wait_for(ctx, lambda c: delivered_total(c) > before, 60)
+        for name in (f"w{generation}", "beat"):
+            assert relay.procs[name].poll() is None, f"{name} exited after the {label}"
+        events.append(f"{label} at {time.monotonic() - started:.0f}s, recovered")
+
+    for kill in range(KILLS):
+        # a slow answer the platform acts on, so a request is in flight when the kill lands
+        platforms.order([{"delay": 1.5, "handle": True, "count": 2}])
+        deadline = time.monotonic() + 15
+        while not state_counts(ctx)[LeadState.SENDING] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        in_flight = state_counts(ctx)[LeadState.SENDING]
+        relay.kill(f"w{generation}")
+        events.append(f"SIGKILL worker #{kill + 1} with {in_flight} leads in flight")
+        start_worker()
+        if kill == 0:
+            redis.Redis.from_url(red.url).flushall()
+            events.append("FLUSHALL")
+            progress_after("FLUSHALL")
+        elif kill == 1:
+            red.stop()
+            time.sleep(2)
+            red.start()
+            progress_after("Redis restart")
+        elif kill == 2:
+            pg.restart(down_for=3)
+            progress_after("PostgreSQL restart")
+        platforms.order(STORM)
+        time.sleep(2)
+
+    producer.join(timeout=SETTLE)
+    assert intake.done.is_set() and intake.error is None, intake.error
+    platforms.calm()
+    accepted = len(intake.ids)
+    wait_for(
+        ctx,
+        lambda c: sum(c.values()) >= accepted and not sum(c[s] for s in MOVING),
+        SETTLE,
+    )
+    assert relay.procs["beat"].poll() is None, "beat died"
+    assert relay.procs[f"w{generation}"].poll() is None, "the worker died"
+    events.append(f"producers' calls failed and retried with the same keys: {intake.retried_calls}")
+
+    rows = read(
+        ctx,
+        lambda s: [
+            (r.lead_id, r.destination, r.state, r.in_doubt, r.detail)
+            for r in s.scalars(select(DeliveryRow))
+        ],
+    )
+    payloads = read(ctx, lambda s: {r.id: r.payload for r in s.scalars(select(LeadRow))})
+    held = held_at_platforms(platforms, intake.ids)
+    tally = _tally(intake, rows, payloads, held)
+    with capsys.disabled():
+        print()
+        for line in events:
+            print(f"chaos: {line}")
+        for line in tally.lines():
+            print(f"chaos: {line}")
+    assert tally.lost == [], f"lost: {tally.lost[:10]}"
+    assert tally.unflagged_twice == [], f"twice at a platform, unflagged: {tally.unflagged_twice}"
+    assert tally.dead_without_reason == []
+    assert tally.pending == 0
+    assert tally.refused == sum(
+        1
+        for p in PLATFORMS
+        for i in range(LEADS // len(PLATFORMS))
+        if i % BAD_EVERY == BAD_EVERY - 1
+    )
+    assert tally.delivered > 0.9 * accepted
+
+
+@dataclass
+class Tally:
+    submitted: int = 0
+    refused: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    dead: int = 0
+    pending: int = 0
+    flagged_in_doubt: int = 0
+    twice_flagged: int = 0
+    lost: list[str] = field(default_factory=list)
+    unflagged_twice: list[str] = field(default_factory=list)
+    dead_without_reason: list[str] = field(default_factory=list)
+    per_platform: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        accounted = self.delivered + self.rejected + self.refused + self.dead + self.pending
+        out = [
+            f"submitted {self.submitted} = delivered {self.delivered} + rejected by the "
+            f"platform {self.rejected} + refused at the door {self.refused} + dead "
+            f"{self.dead} + pending {self.pending} = {accounted}; lost {len(self.lost)}",
+            f"in doubt at some point {self.flagged_in_doubt}; twice at a platform "
+            f"{self.twice_flagged} flagged, {len(self.unflagged_twice)} unflagged",
+        ]
+        out += [f"  {p}: {dict(c)}" for p, c in sorted(self.per_platform.items())]
+        return out
+
+
+def _tally(
+    intake: Intake,
+    rows: list[tuple[str, str, str, bool, str]],
+    payloads: dict[str, dict[str, Any]],
+    held: dict[str, Counter[str]],
+) -> Tally:
+    t = Tally(submitted=sum(intake.submitted.values()), refused=sum(intake.refused.values()))
+    for p in PLATFORMS:
+        t.per_platform[p] = Counter(submitted=intake.submitted[p], refused=intake.refused[p])
+    seen: set[str] = set()
+    for lead_id, platform, state, in_doubt, detail in rows:
+        seen.add(lead_id)
+        c = t.per_platform[platform]
+        t.flagged_in_doubt += in_doubt
+        if platform in ("kuper", "calltouch"):
+            times = (
+                1 if platform_key(platform, payloads[lead_id]) in held[f"{platform}_keys"] else 0
+            )
+        else:
+            times = held[platform][lead_id]
+        if times > 1:
+            if in_doubt:
+                t.twice_flagged += 1
+            else:
+                t.unflagged_twice.append(f"{platform}:{lead_id}")
+        if state in DELIVERED:
+            t.delivered += 1
+            c["delivered"] += 1
+            if times == 0:
+                t.lost.append(f"{platform}:{lead_id} is {state} but not at the platform")
+        elif state in PLATFORM_NO:
+            t.rejected += 1
+            c["rejected"] += 1
+        elif state == LeadState.DEAD:
+            t.dead += 1
+            c["dead"] += 1
+            if not detail:
+                t.dead_without_reason.append(lead_id)
+        else:
+            t.pending += 1
+            c["pending"] += 1
+    t.lost += [
+        f"{p}:{i} accepted, not in the ledger" for i, p in intake.ids.items() if i not in seen
+    ]
+    return t
