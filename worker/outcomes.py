@@ -125,3 +125,15 @@ class StatusUpdate:
     state: LeadState
     detail: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NotSeen:
+    """
+    A poll's answer did not cover this lead (a page of a list that did not
+    reach it): unlike None (seen, unchanged), the poller asks about it alone.
+    """
+
+
+#: what a poll says of one lead: a change, nothing changed (None), or not covered
+PollAnswer = StatusUpdate | NotSeen | None

@@ -21,9 +21,12 @@ from worker.config import DestinationConfig
 from worker.context import WorkerContext
 from worker.leads import FINAL_STATES, POLL_STATES, Delivery, LeadState
 from worker.ledger.store import Settlement
-from worker.outcomes import StatusUpdate
+from worker.outcomes import NotSeen, PollAnswer, StatusUpdate
 from worker.platforms import adapter_for
 from worker.platforms.base import Adapter
+
+#: the most leads one pass asks about one by one, when a batch's answer missed them
+ALONE_PER_PASS = 20
 
 
 def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int = 100) -> Counter[str]:
@@ -47,20 +50,24 @@ def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int = 100) -> Co
     expired = [d for d in batch if _expired(d, dest, now)]
     live = [d for d in batch if d not in expired]
     settlements = [_expire(d) for d in expired]
-    exchange = None
+    asked: list[tuple[loop.Exchange, set[int]]] = []
     if live:
-        updates, exchange = _ask(ctx, dest, adapter, live)
+        updates = _ask(ctx, dest, adapter, live, asked)
         settlements += [_after_look(d, u, dest, now) for d, u in zip(live, updates, strict=True)]
     with ctx.sessions.begin() as session:
         ledger.settle(session, owner, settlements, now)
-        if exchange is not None:
+        for exchange, about in asked:
             loop._record(
                 ctx,
                 session,
                 dest,
                 "poll",
                 exchange,
-                [(s.delivery_id, s.outcome, s.detail) for s in settlements if s.outcome],
+                [
+                    (s.delivery_id, s.outcome, s.detail)
+                    for s in settlements
+                    if s.outcome and s.delivery_id in about
+                ],
             )
         by_id = {d.id: d for d in batch}
         loop.advance_stages(
@@ -113,22 +120,45 @@ def _ask(
     dest: DestinationConfig,
     adapter: Adapter[Any],
     batch: Sequence[Delivery],
-) -> tuple[Sequence[StatusUpdate | None], loop.Exchange | None]:
+    asked: list[tuple[loop.Exchange, set[int]]],
+) -> list[StatusUpdate | None]:
+    """
+    What the platform says of each delivery: one request for the batch, then
+    one each (at most ALONE_PER_PASS) for those its answer did not cover.
+    Every exchange is appended to `asked` with the deliveries it was about.
+    """
+    answers = _ask_once(ctx, dest, adapter, batch, asked)
+    unseen = [i for i, a in enumerate(answers) if isinstance(a, NotSeen)]
+    if len(batch) > 1:
+        for i in unseen[:ALONE_PER_PASS]:
+            answers[i] = _ask_once(ctx, dest, adapter, [batch[i]], asked)[0]
+    return [a if isinstance(a, StatusUpdate) else None for a in answers]
+
+
+def _ask_once(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    batch: Sequence[Delivery],
+    asked: list[tuple[loop.Exchange, set[int]]],
+) -> list[PollAnswer]:
+    nothing: list[PollAnswer] = [None] * len(batch)
     request = adapter.build_poll(batch, dest, ctx.clock())
     if request is None:
-        return [None] * len(batch), None
+        return nothing
     exchange = loop.send_when_allowed(ctx, dest, adapter, request)
     if exchange is None:
-        return [None] * len(batch), None
+        return nothing
+    asked.append((exchange, {d.id for d in batch}))
     if exchange.response is None:
-        return [None] * len(batch), exchange
+        return nothing
     try:
         answer = adapter.parse_poll(exchange.response, batch, dest)
     except Exception:
-        return [None] * len(batch), exchange
+        return nothing
     if not isinstance(answer, Sequence) or len(answer) != len(batch):
-        return [None] * len(batch), exchange
-    return answer, exchange
+        return nothing
+    return list(answer)
 
 
 def _after_look(

@@ -107,6 +107,29 @@ def test_statuses_are_polled_until_final_and_polling_stops(
     assert not polling.poll(ctx, ctx.settings.destination("admitad"))  # nothing left to ask
 
 
+def test_applications_beyond_the_polled_page_are_asked_about_alone(
+    make_ctx: Callable[..., WorkerContext], admitad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More applications than one page holds (scaled: a page of 4 here, 500 in production)."""
+    from worker.platforms.admitad import adapter as admitad_adapter
+
+    monkeypatch.setattr(admitad_adapter, "POLL_PAGE", 4)
+    ctx = make_ctx({"admitad": admitad_table(admitad, batch_size=1)})
+    Producer(ctx, waker=None).submit_many("admitad", [admitad_lead() for _ in range(10)])
+    delivery.drain(ctx, "admitad", budget=10)
+    assert {r.state for r in rows(ctx)} == {LeadState.AWAITING_STATUS}
+    time.sleep(0.7)  # every application decided at the emulator
+    dest = ctx.settings.destination("admitad")
+    polling.poll(ctx, dest)
+    assert {r.state for r in rows(ctx)} == {LeadState.APPROVED}, "a pass left some unseen"
+    with ctx.sessions() as s:
+        polls = [
+            a.request["url"] for a in s.scalars(select(AttemptRow).where(AttemptRow.kind == "poll"))
+        ]
+    assert len(polls) == 1 + 6  # the page of 4 newest, then the other 6 one by one
+    assert sum("id=" in url for url in polls) == 6
+
+
 def test_three_stages_declined_goes_on_at_once_accepted_waits_the_pause(
     make_ctx: Callable[..., WorkerContext], admitad: str
 ) -> None:

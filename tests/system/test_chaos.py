@@ -396,6 +396,7 @@ def platform_key(platform: str, payload: dict[str, Any]) -> str:
 # --- the test -------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300 + 2 * SETTLE + KILLS * 30)
 def test_every_lead_is_accounted_for_through_kills_wipes_restarts_and_storms(
     relay_factory: Callable[..., Relay],
     servers: tuple[RedisServer, PostgresServer],

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from worker.config import DestinationConfig
 from worker.errors import FieldError, LeadInvalid, PlatformContractError
 from worker.leads import Delivery, LeadState, Platform
-from worker.outcomes import Answer, Failed, LeadOutcome, StatusUpdate, Throttled
+from worker.outcomes import Answer, Failed, LeadOutcome, PollAnswer, Throttled
 
 D = TypeVar("D", bound=DestinationConfig)
 
@@ -110,8 +110,12 @@ class Adapter(ABC, Generic[D]):
 
     def parse_poll(
         self, response: httpx.Response, deliveries: Sequence[Delivery], dest: D
-    ) -> Sequence[StatusUpdate | None] | Throttled | Failed:
-        """A StatusUpdate per delivery whose status changed (None where it did not)."""
+    ) -> Sequence[PollAnswer] | Throttled | Failed:
+        """
+        Per delivery: a StatusUpdate when its status changed, None when it did
+        not, NotSeen when the answer did not cover it (the poller then asks
+        `build_poll` about it alone).
+        """
         return [None] * len(deliveries)
 
     def prerequisites(self, delivery: Delivery, dest: D) -> Sequence[Prerequisite]:

@@ -49,7 +49,9 @@ from worker.outcomes import (
     Delivered,
     Failed,
     LeadOutcome,
+    NotSeen,
     Pending,
+    PollAnswer,
     Rejected,
     StatusUpdate,
     Suspended,
@@ -300,9 +302,9 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
     ) -> httpx.Request | None:
         """
         One application: `?id=` (one request, one record). Several: one page of
-        the list from the oldest one's creation day, oldest first, `POLL_PAGE`
-        records: one request instead of one each. An application beyond that
-        page answers None (no change) and is asked again on the next pass.
+        the list since the day before the oldest one was created, newest first,
+        `POLL_PAGE` records: one request instead of one each. An application
+        beyond that page is NotSeen, and the poller asks about it alone.
         """
         polled = [d for d in deliveries if d.external_id]
         if not polled:
@@ -313,7 +315,7 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
             oldest = min(d.created_at for d in polled) - timedelta(days=1)
             params = {
                 "date_start": oldest.strftime("%d.%m.%Y"),
-                "order_by": "date_created",
+                "order_by": "-date_created",
                 "limit": str(POLL_PAGE),
                 "offset": "0",
             }
@@ -321,8 +323,11 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
 
     def parse_poll(
         self, response: httpx.Response, deliveries: Sequence[Delivery], dest: AdmitadDestination
-    ) -> Sequence[StatusUpdate | None] | Throttled | Failed:
-        """A StatusUpdate per delivery whose application changed; None where nothing did."""
+    ) -> Sequence[PollAnswer] | Throttled | Failed:
+        """
+        A StatusUpdate per delivery whose application changed; None where
+        nothing did; NotSeen where a page of several did not reach it.
+        """
         refusal = _refusal(response)
         if isinstance(refusal, Suspended):
             return Failed(refusal.reason)
@@ -331,7 +336,14 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         if response.status_code != 200:
             return Failed(f"HTTP {response.status_code} to a status poll")
         by_id = {str(r.get("id")): r for r in _results(response)}
-        return [_status(by_id.get(str(d.external_id)), d) for d in deliveries]
+        answers: list[PollAnswer] = []
+        for d in deliveries:
+            record = by_id.get(str(d.external_id))
+            if record is None and len(deliveries) > 1:
+                answers.append(NotSeen())
+            else:
+                answers.append(_status(record, d))
+        return answers
 
     # ------------------------------------------------------------------ SMS verification
 
