@@ -31,6 +31,7 @@ from worker.outcomes import (
     Answer,
     Failed,
     LeadOutcome,
+    NotSeen,
     RequestOutcome,
     Suspended,
     Throttled,
@@ -40,6 +41,9 @@ from worker.platforms.base import Adapter, Prerequisite
 from worker.redact import redact_answer, redact_request, redact_text
 
 log = logging.getLogger("leadrelay.delivery")
+
+#: the most pages one lookup reads (SalesMan: 200 records each), all within one lease
+LOOKUP_PAGES = 5
 
 
 @dataclass
@@ -466,55 +470,55 @@ def _look_up(
     owner: str,
     delivery: Delivery,
 ) -> str:
+    """
+    Whether an in-doubt delivery is at the platform: "found" (settled), "send"
+    (not there: send it again), or "deferred" (no answer yet: released, asked later).
+    Pages on while the adapter says a page did not reach far enough, up to LOOKUP_PAGES.
+    """
     now = ctx.clock()
-    request = adapter.build_lookup(delivery, dest, now)
-    if request is None:
-        return "send"
-    exchange = send_when_allowed(ctx, dest, adapter, request)
-    if exchange is None:
-        _release(ctx, owner, [delivery], now + timedelta(seconds=ctx.settings.max_inline_wait))
-        return "deferred"
-    found: LeadOutcome | None = None
-    failed = exchange.response is None or adapter.throttle_or_failure(exchange.response) is not None
-    if not failed and exchange.response is not None:
-        try:
-            found = adapter.parse_lookup(exchange.response, delivery, dest)
-        except Exception:
-            failed = True
-    with ctx.sessions.begin() as session:
-        if failed:
-            wait = retry.backoff(delivery.attempt, dest, ctx.rand)
-            ledger.release(session, owner, [delivery.id], now + wait, now)
-            _record(
-                ctx,
-                session,
-                dest,
-                "lookup",
-                exchange,
-                [(delivery.id, "lookup_failed", exchange.error)],
-            )
-            return "deferred"
-        if found is None:
-            _record(
-                ctx,
-                session,
-                dest,
-                "lookup",
-                exchange,
-                [(delivery.id, "not_found", "not at the platform; sending again")],
-            )
+    for page in range(LOOKUP_PAGES):
+        request = adapter.build_lookup(delivery, dest, now, page)
+        if request is None:
             return "send"
-        settlement = retry.settle(delivery, found, dest, now, ctx.rand)
-        ledger.settle(session, owner, [settlement], now)
-        _record(
-            ctx,
-            session,
-            dest,
-            "lookup",
-            exchange,
-            [(delivery.id, "found", settlement.detail)],
+        exchange = send_when_allowed(ctx, dest, adapter, request)
+        if exchange is None:
+            wait = timedelta(seconds=ctx.settings.max_inline_wait)
+            _release(ctx, owner, [delivery], now + wait)
+            return "deferred"
+        found: LeadOutcome | NotSeen | None = None
+        failed = (
+            exchange.response is None or adapter.throttle_or_failure(exchange.response) is not None
         )
-    return "found"
+        if not failed and exchange.response is not None:
+            try:
+                found = adapter.parse_lookup(exchange.response, delivery, dest)
+            except Exception:
+                failed = True
+        with ctx.sessions.begin() as session:
+            if failed:
+                wait = retry.backoff(delivery.attempt, dest, ctx.rand)
+                ledger.release(session, owner, [delivery.id], now + wait, now)
+                result = (delivery.id, "lookup_failed", exchange.error)
+                _record(ctx, session, dest, "lookup", exchange, [result])
+                return "deferred"
+            if isinstance(found, NotSeen) and page + 1 < LOOKUP_PAGES:
+                result = (delivery.id, "not_on_page", f"not on page {page}; looking further")
+                _record(ctx, session, dest, "lookup", exchange, [result])
+                continue
+            if found is None or isinstance(found, NotSeen):
+                why = (
+                    "not at the platform; sending again"
+                    if found is None
+                    else f"not in the newest {LOOKUP_PAGES} pages; sending again, in doubt"
+                )
+                _record(ctx, session, dest, "lookup", exchange, [(delivery.id, "not_found", why)])
+                return "send"
+            settlement = retry.settle(delivery, found, dest, now, ctx.rand)
+            ledger.settle(session, owner, [settlement], now)
+            result = (delivery.id, "found", settlement.detail)
+            _record(ctx, session, dest, "lookup", exchange, [result])
+        return "found"
+    return "send"  # pragma: no cover - the last page always returns above
 
 
 def _record(

@@ -125,6 +125,27 @@ def test_an_in_doubt_add_the_crm_never_got_is_sent_again(
     assert kinds == ["send", "lookup", "send"]
 
 
+def test_an_in_doubt_add_buried_under_250_newer_leads_is_found_a_page_further(
+    make_ctx: Callable[..., WorkerContext], salesman: str
+) -> None:
+    """Busy CRM: by the time we look, 250 leads came in after ours; the lookup pages on."""
+    ctx = make_ctx({"salesman": salesman_table(salesman, retry_initial=0.1, retry_max=0.1)})
+    Producer(ctx, waker=None).submit_many("salesman", [salesman_lead()])
+    _add_then_cut(salesman)
+    delivery.drain(ctx, "salesman", budget=1)  # the add is handled, its answer lost
+    assert states(ctx) == {"retry_wait": 1}
+    httpx.post(f"{salesman}/__sandbox__/salesman/seed", json={"count": 250}).raise_for_status()
+    deadline = time.monotonic() + 15
+    while states(ctx) != {"delivered": 1}:
+        assert time.monotonic() < deadline, states(ctx)
+        delivery.drain(ctx, "salesman", budget=2)
+        time.sleep(0.15)
+    assert len(adds(salesman)) == 1  # not sent twice
+    with ctx.sessions() as s:
+        kinds = [a.kind for a in s.scalars(select(AttemptRow).order_by(AttemptRow.id))]
+    assert kinds == ["send", "lookup", "lookup"]
+
+
 def test_the_crm_status_of_delivered_leads_is_reconciled(
     make_ctx: Callable[..., WorkerContext], salesman: str
 ) -> None:

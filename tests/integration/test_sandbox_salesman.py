@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from worker.leads import Delivery, LeadState
-from worker.outcomes import Delivered, Failed, Rejected, StatusUpdate, Suspended
+from worker.outcomes import Delivered, Failed, NotSeen, Rejected, StatusUpdate, Suspended
 from worker.platforms.salesman import (
     PAGE,
     SalesmanAdapter,
@@ -308,17 +308,20 @@ def test_the_lookup_finds_a_lead_behind_200_older_ones(
     assert isinstance(ADAPTER.parse_lookup(http.send(lookup), lead, dest), Delivered)
 
 
-def test_a_lead_buried_under_200_newer_ones_is_past_the_lookups_page(
+def test_a_lead_buried_under_200_newer_ones_is_on_the_lookups_next_page(
     http: httpx.Client, dest: SalesmanDestination
 ) -> None:
-    """The documented limit: the lookup reads page 0 only; page 1 holds the buried lead."""
+    """A full page without the marker is NotSeen (look further), not None (send again)."""
     lead = delivery()
     outcome = add(http, dest, lead)
     seed(http, PAGE)
-    lookup = ADAPTER.build_lookup(lead, dest, datetime.now(UTC))
-    assert lookup is not None
-    assert ADAPTER.parse_lookup(http.send(lookup), lead, dest) is None
-    assert [r["id"] for r in listed(http, dest, page=1)] == [outcome.external_id]
+    first = ADAPTER.build_lookup(lead, dest, datetime.now(UTC))
+    assert first is not None
+    assert isinstance(ADAPTER.parse_lookup(http.send(first), lead, dest), NotSeen)
+    second = ADAPTER.build_lookup(lead, dest, datetime.now(UTC), page=1)
+    assert second is not None
+    found = ADAPTER.parse_lookup(http.send(second), lead, dest)
+    assert isinstance(found, Delivered) and found.external_id == outcome.external_id
 
 
 def test_date_filters_read_after_and_before_strictly(

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from worker.config import DestinationConfig
 from worker.errors import FieldError, LeadInvalid, PlatformContractError
 from worker.leads import Delivery, LeadState, Platform
-from worker.outcomes import Answer, Failed, LeadOutcome, PollAnswer, Throttled
+from worker.outcomes import Answer, Failed, LeadOutcome, NotSeen, PollAnswer, Throttled
 
 D = TypeVar("D", bound=DestinationConfig)
 
@@ -89,17 +89,24 @@ class Adapter(ABC, Generic[D]):
         """The httpx auth flow for this destination, when the request does not carry its own."""
         return None
 
-    def build_lookup(self, delivery: Delivery, dest: D, now: datetime) -> httpx.Request | None:
+    def build_lookup(
+        self, delivery: Delivery, dest: D, now: datetime, page: int = 0
+    ) -> httpx.Request | None:
         """
         For a platform without deduplication: a request that finds an in-doubt
         delivery, sent before it is sent again. None: no way to look, send again.
+        `page`: the next page, after `parse_lookup` said NotSeen of the one before.
         """
         return None
 
     def parse_lookup(
         self, response: httpx.Response, delivery: Delivery, dest: D
-    ) -> LeadOutcome | None:
-        """What the lookup found: an outcome when the platform already has the lead, else None."""
+    ) -> LeadOutcome | NotSeen | None:
+        """
+        What the lookup found: an outcome when the platform already has the
+        lead; None when it has not; NotSeen when this page did not reach far
+        enough to say (the loop then asks for the next page).
+        """
         return None
 
     def build_poll(

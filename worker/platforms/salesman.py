@@ -30,12 +30,13 @@ manager is sent after it), so those are `Failed(in_doubt=True)`, not a plain
 retry.
 
 The lookup and the status reconciliation read `action=list`, whose pages hold
-200 records. Both ask for page 0, newest first, from the day before the lead
-was accepted (`dateStart` means "created after that date", and the CRM's clock
-may be in another zone than ours). A lead is missed only when more than 200
-leads reached the CRM after it and before the look: a lookup then sends the
-lead again (the attempt records "not_found"), and reconciliation simply stops
-seeing it. `list_request(page=…)` builds any other page for ops.
+200 records, newest first, from the day before the lead was accepted
+(`dateStart` means "created after that date", and the CRM's clock may be in
+another zone than ours). A lookup that finds no marker on a full page asks
+for the next one (the loop allows `LOOKUP_PAGES`), so a lead with thousands
+of newer ones above it is still found; only past that depth is it sent again,
+flagged in doubt. Reconciliation reads the newest page only, and simply stops
+seeing a lead buried deeper. `list_request(page=…)` builds any page for ops.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from worker.outcomes import (
     Delivered,
     Failed,
     LeadOutcome,
+    NotSeen,
     Rejected,
     StatusUpdate,
     Suspended,
@@ -310,29 +312,31 @@ class SalesmanAdapter(Adapter[SalesmanDestination]):
         return outcome if isinstance(outcome, Suspended | Failed) else [outcome]
 
     def build_lookup(
-        self, delivery: Delivery, dest: SalesmanDestination, now: datetime
+        self, delivery: Delivery, dest: SalesmanDestination, now: datetime, page: int = 0
     ) -> httpx.Request | None:
-        """The newest page of leads since the day before this one was accepted."""
-        return list_request(dest, date_start=_day_before(delivery.created_at))
+        """Page `page` of the leads since the day before this one was accepted, newest first."""
+        return list_request(dest, page=page, date_start=_day_before(delivery.created_at))
 
     def parse_lookup(
         self, response: httpx.Response, delivery: Delivery, dest: SalesmanDestination
-    ) -> LeadOutcome | None:
+    ) -> LeadOutcome | NotSeen | None:
         """
-        Delivered when a record carries this lead's marker, None when none does.
+        Delivered when a record carries this lead's marker; NotSeen when none
+        does on a full page (older pages may); None when none does at all.
 
         Raises PlatformContractError when the answer is not a list (an error
         code, a PHP page): the loop then looks again later instead of sending.
         """
         tag = marker(delivery.lead_id)
-        for record in records(response):
+        page = records(response)
+        for record in page:
             if any(tag in str(value) for value in record.values()):
                 return Delivered(
                     external_id=_text(record.get("id")) or None,
                     detail="found in the CRM after an answer was lost",
                     data={"crm": crm_state(record)},
                 )
-        return None
+        return NotSeen() if len(page) >= PAGE else None
 
     def build_poll(
         self, deliveries: Sequence[Delivery], dest: SalesmanDestination, now: datetime

@@ -259,9 +259,12 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
     # ------------------------------------------------------------------ lookups
 
     def build_lookup(
-        self, delivery: Delivery, dest: AdmitadDestination, now: datetime
+        self, delivery: Delivery, dest: AdmitadDestination, now: datetime, page: int = 0
     ) -> httpx.Request | None:
-        """The applications carrying our lead id in `subid_field` (one per stage at most)."""
+        """
+        The applications carrying our lead id in `subid_field` (one per stage at
+        most): the filter is exact, so one page always says.
+        """
         params = {dest.subid_field: delivery.lead_id, "limit": "100", "offset": "0"}
         return httpx.Request("GET", _url(dest, ""), params=params)
 
