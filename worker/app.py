@@ -19,6 +19,10 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
+from worker import broker
+
+# kombu's Redis transport, with a worker-killing defect on reconnect worked around
+broker.install()
 app = Celery("leadrelay")
 
 #: the queue of beat's periodic jobs and of raw intake messages
@@ -29,16 +33,12 @@ INTAKE_QUEUE = "leadrelay.intake"
 
 def celery_config(settings: Any) -> dict[str, Any]:
     """Celery's settings, from ours. A pure function: tests read it."""
-    from worker import broker
     from worker.beat import schedule
 
     queues = [Queue(CONTROL_QUEUE), Queue(INTAKE_QUEUE)]
     queues += [Queue(dest.queue) for dest in settings.destinations.values()]
-    scheme = settings.broker_url.partition("://")[0]
     return {
         "broker_url": settings.broker_url,
-        # kombu's Redis transport, with a worker-killing defect on reconnect worked around
-        "broker_transport": broker.TRANSPORT if scheme in broker.SCHEMES else None,
         "broker_connection_retry_on_startup": True,
         # No ETA here is longer than a few seconds, so the visibility timeout only
         # bounds how long a message of a dead worker waits to be delivered again.

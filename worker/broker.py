@@ -11,8 +11,10 @@ beat's sweep sends new wake-ups, and kombu itself puts an unacknowledged
 message back after the visibility timeout. So a restore that fails is logged
 and the consumer reconnects, instead of the process dying.
 
-No library does this: it is the smallest override of kombu's own classes,
-chosen with `broker_transport` for `redis://` and `rediss://` brokers only.
+No library does this: it is the smallest override of kombu's own classes.
+`install()` registers it under kombu's `redis` and `rediss` aliases (kombu's
+documented way to plug a transport in), so broker URLs stay `redis://…` and
+Flower, which reads the scheme back, still knows the broker.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import kombu.transport as kombu_transport
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger("leadrelay.broker")
@@ -52,6 +55,15 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-#: `broker_transport` for a Redis broker URL
 TRANSPORT = f"{__name__}:Transport"
-SCHEMES = frozenset({"redis", "rediss"})
+SCHEMES = ("redis", "rediss")
+
+
+def install() -> None:
+    """
+    Make `redis://` and `rediss://` brokers use this transport, in this process.
+    Before any connection is made (kombu caches what an alias resolved to):
+    `worker.app` calls it as it is imported.
+    """
+    for scheme in SCHEMES:
+        kombu_transport.TRANSPORT_ALIASES[scheme] = TRANSPORT

@@ -7,8 +7,6 @@ from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
 from worker import broker
-from worker.app import celery_config
-from worker.settings import load
 
 
 def close_after_the_connection_is_gone(url: str, transport: type) -> None:
@@ -36,8 +34,12 @@ def test_ours_logs_the_failed_restore_and_carries_on(
     assert "unacknowledged message(s) could be put back" in caplog.text
 
 
-def test_a_redis_broker_gets_our_transport_and_another_broker_its_own() -> None:
-    redis_config = celery_config(load(broker_url="redis://127.0.0.1:6379/0", destinations={}))
-    amqp_config = celery_config(load(broker_url="amqp://guest@127.0.0.1//", destinations={}))
-    assert redis_config["broker_transport"] == "worker.broker:Transport"
-    assert amqp_config["broker_transport"] is None
+def test_a_redis_broker_url_gets_our_transport_and_keeps_its_scheme() -> None:
+    """Celery and Flower (which reads the scheme back to show queue lengths) both see redis."""
+    from worker.app import app
+
+    connection = app.connection_for_read("redis://127.0.0.1:6379/0")
+    assert isinstance(connection.transport, broker.Transport)
+    assert connection.as_uri().startswith("redis://")
+    amqp = app.connection_for_read("amqp://guest@127.0.0.1//")
+    assert not isinstance(amqp.transport, broker.Transport)
