@@ -14,6 +14,7 @@ so waits never collapse to zero and workers that failed together spread out.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from worker.config import DestinationConfig
@@ -83,6 +84,11 @@ def settle(
             return _replace_doubt(settlement, delivery.in_doubt)
         case Failed(reason=reason, in_doubt=doubt, retry_after=after):
             settlement = _retry(delivery, dest, now, rand, reason, after, None, LeadState.DEAD)
+            if doubt and settlement.due_at is not None:
+                # a request whose answer was lost may still be queued at the platform:
+                # look it up no sooner than one timeout later, or the look can miss it
+                floor = now + timedelta(seconds=dest.timeout)
+                settlement = replace(settlement, due_at=max(settlement.due_at, floor))
             # once a send may have arrived, the lead stays in doubt until an answer settles it
             return _replace_doubt(settlement, doubt or delivery.in_doubt)
     raise TypeError(f"not an outcome: {type(outcome).__name__}")

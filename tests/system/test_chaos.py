@@ -563,6 +563,7 @@ def _tally(
         else:
             times = held[platform][lead_id]
         if times > 1:
+            c["twice"] += 1
             if in_doubt:
                 t.twice_flagged += 1
             else:

@@ -91,3 +91,12 @@ def test_retry_with_horizon_ignores_max_attempts_and_ends_as_told() -> None:
     assert (young.state, young.due_at) == (LeadState.RETRY_WAIT, NOW + timedelta(minutes=30))
     old = settle(delivery(2, NOW - timedelta(hours=25)), outcome, DEST, NOW, lambda: 0.0)
     assert old.state == LeadState.UNMATCHED
+
+
+def test_a_lost_answer_is_looked_up_no_sooner_than_one_timeout_later() -> None:
+    """The request may still be queued at the platform; an early look would miss it."""
+    dest = DEST.model_copy(update={"timeout": 30.0})
+    lost = settle(delivery(), Failed("answer lost", in_doubt=True), dest, NOW, lambda: 0.0)
+    assert lost.due_at == NOW + timedelta(seconds=30)
+    plain = settle(delivery(), Failed("HTTP 500"), dest, NOW, lambda: 0.0)
+    assert plain.due_at is not None and plain.due_at < NOW + timedelta(seconds=30)
