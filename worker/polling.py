@@ -9,6 +9,7 @@ the destination's limiter, like a send; a lead past `poll_horizon` ends
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from worker.ledger.store import Settlement
 from worker.outcomes import NotSeen, PollAnswer, StatusUpdate
 from worker.platforms import adapter_for
 from worker.platforms.base import Adapter
+
+log = logging.getLogger("leadrelay.polling")
 
 #: the most leads one pass asks about one by one, when a batch's answer missed them
 ALONE_PER_PASS = 20
@@ -154,7 +157,10 @@ def _ask_once(
         return nothing
     try:
         answer = adapter.parse_poll(exchange.response, batch, dest)
-    except Exception:
+    except Exception:  # an answer we cannot read is a look without news, never a dead task
+        log.exception(
+            "unreadable poll answer", extra={"event": "poll.unreadable", "destination": dest.name}
+        )
         return nothing
     if not isinstance(answer, Sequence) or len(answer) != len(batch):
         return nothing
