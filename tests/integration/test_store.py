@@ -120,6 +120,20 @@ def test_a_doubt_clears_while_due_but_stays_on_record_once_settled(ledger_url: s
     assert doubts == {lead(1).id: True, lead(2).id: False}
 
 
+def test_a_swept_lead_goes_back_to_the_head_of_the_line(ledger_url: str) -> None:
+    """Its lookup then comes soon, before newer leads bury it in the platform's list."""
+    make = sessions(ledger_url)
+    with make.begin() as s:
+        ledger.insert_leads(s, [lead(1)], NOW)
+        ledger.claim_due(s, "k", limit=1, now=NOW, lease=LEASE, owner="dead-worker")
+        ledger.insert_leads(s, [lead(2)], NOW + timedelta(seconds=1))
+    later = NOW + LEASE * 2
+    with make.begin() as s:
+        ledger.sweep_expired_leases(s, "k", now=later, max_attempts=3)
+        (first,) = ledger.claim_due(s, "k", limit=1, now=later, lease=LEASE, owner="b")
+    assert first.lead_id == lead(1).id and first.in_doubt
+
+
 def test_a_lead_that_keeps_killing_workers_ends_dead(ledger_url: str) -> None:
     make = sessions(ledger_url)
     with make.begin() as s:

@@ -442,7 +442,11 @@ def _run_chaos(
     def progress_after(label: str) -> None:
         """The relay goes on by itself: more leads settle within 60 s."""
         before = delivered_total(state_counts(ctx))
-        wait_for(ctx, lambda c: delivered_total(c) > before, 60)
+        try:
+            wait_for(ctx, lambda c: delivered_total(c) > before, 60)
+        except AssertionError as exc:  # what the processes were doing, for the one who reads it
+            tails = {n: relay.log(n)[-4000:] for n in (f"w{generation}", "beat")}
+            raise AssertionError(f"no progress after the {label}: {exc}\n{tails}") from exc
         for name in (f"w{generation}", "beat"):
             assert relay.procs[name].poll() is None, f"{name} exited after the {label}"
         events.append(f"{label} at {time.monotonic() - started:.0f}s, recovered")

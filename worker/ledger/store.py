@@ -537,7 +537,8 @@ def sweep_expired_leases(
             ),
             attempts=DeliveryRow.attempts + 1,
             in_doubt=True,
-            due_at=now,
+            # due_at stays: due since before its claim, it goes back to the head of the
+            # line, so its lookup comes before many newer leads bury it at the platform
             detail="the worker holding this lead stopped mid-request; the send is in doubt",
             lease_until=None,
             lease_owner=None,
