@@ -145,7 +145,7 @@ def submit(
         )
     else:
         for line, error in report.refused:
-            err.print(f"{file}:{line}: {error.field}: {error.rule}", markup=False)
+            err.print(f"{file}:{line}: {error.field}: {error.rule}", markup=False, emoji=False)
         out.print(
             f"accepted {report.accepted}, already known {report.duplicates}, "
             f"refused {report.refused_rows} row(s)"

@@ -61,6 +61,12 @@ def read_jsonl(stream: IO[str], key_field: str | None) -> Iterator[Row]:
         except json.JSONDecodeError as exc:
             yield Row(number, None, error=FieldError("line", f"not valid JSON ({exc.msg})"))
             continue
+        except ValueError:  # a number of more digits than Python converts
+            yield Row(number, None, error=FieldError("line", "a number too long to read"))
+            continue
+        except RecursionError:
+            yield Row(number, None, error=FieldError("line", "JSON nested too deeply"))
+            continue
         yield Row(number, *_split_key(lead, key_field))
 
 
@@ -110,7 +116,9 @@ def read_csv(stream: IO[str], key_field: str | None) -> Iterator[Row]:
 
 def read_rows(path: Path, fmt: str | None = None, key_field: str | None = None) -> Iterator[Row]:
     fmt = fmt or detect_format(path)
-    with path.open(encoding="utf-8-sig", newline="") as stream:
+    # Bytes that are not UTF-8 become lone surrogates, which the door refuses by
+    # field and line, instead of one bad byte aborting the whole import.
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
         reader = read_csv if fmt == "csv" else read_jsonl
         yield from reader(stream, key_field)
 

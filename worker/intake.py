@@ -61,10 +61,15 @@ def prepare(settings: Settings, destination: str, sub: Submission, source: str) 
     key = sub.idempotency_key
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY):
         raise LeadInvalid.one("idempotency_key", f"a string of 1 to {MAX_KEY} characters")
+    if key is not None and ("\x00" in key or not _is_utf8(key)):
+        raise LeadInvalid.one("idempotency_key", "text without NUL or lone surrogates")
     if not isinstance(sub.lead, Mapping):
         raise LeadInvalid.one("lead", "must be a JSON object")
     adapter = adapter_for(dest)
     payload = adapter.validate(sub.lead)
+    unstorable = list(_unstorable_text(payload))
+    if unstorable:
+        raise LeadInvalid(unstorable)
     return ledger.NewLead(
         id=new_lead_id(),
         destination=dest.name,
@@ -73,6 +78,41 @@ def prepare(settings: Settings, destination: str, sub: Submission, source: str) 
         idempotency_key=key,
         stages=adapter.stages(payload, dest),
     )
+
+
+def _unstorable_text(value: Any, path: str = "") -> Iterator[FieldError]:
+    """
+    Text the ledger cannot store: PostgreSQL's jsonb refuses `\\u0000` and a
+    lone surrogate, and one such lead would fail the whole batch's transaction.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield FieldError(path or "lead", "must not contain a NUL character (\\u0000)")
+        elif not _is_utf8(value):
+            yield FieldError(path or "lead", "must be valid Unicode text (no lone surrogate)")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            name = str(key)
+            if "\x00" in name or not _is_utf8(name):
+                yield FieldError(path or "lead", "a field name holds a NUL or a lone surrogate")
+                continue
+            yield from _unstorable_text(item, f"{path}.{name}" if path else name)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _unstorable_text(item, f"{path}[{index}]")
+
+
+def _storable_key(key: Any) -> bool:
+    """A key the refusals table can keep: a refused key may be what was wrong."""
+    return isinstance(key, str) and 0 < len(key) <= MAX_KEY and "\x00" not in key and _is_utf8(key)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def accept(
@@ -159,7 +199,7 @@ def _results(
             continue
         refusal = None
         if record_refusals:
-            key = sub.idempotency_key if isinstance(sub.idempotency_key, str) else None
+            key = sub.idempotency_key if _storable_key(sub.idempotency_key) else None
             refusal = ledger.record_refusal(
                 session,
                 now=now,
@@ -174,13 +214,15 @@ def _results(
 
 def accept_one(
     ctx: WorkerContext,
-    destination: str,
+    destination: Any,
     lead: Any,
     *,
-    idempotency_key: str | None = None,
+    idempotency_key: Any = None,
     source: str,
 ) -> Accepted:
     """One raw lead (a Celery message); a refusal, an unknown destination included, is recorded."""
+    if not isinstance(destination, str):
+        return refuse_message(ctx, "destination", "a configured destination's name", source=source)
     try:
         return accept(
             ctx,
@@ -189,17 +231,22 @@ def accept_one(
             source=source,
             record_refusals=True,
         )[0]
-    except UnknownDestination as exc:
-        with ctx.sessions.begin() as session:
-            refusal = ledger.record_refusal(
-                session,
-                now=ctx.clock(),
-                source=source,
-                destination=None,
-                idempotency_key=None,
-                errors=[{"field": "destination", "rule": str(exc)}],
-            )
-        return Accepted(None, False, (FieldError("destination", str(exc)),), refusal)
+    except UnknownDestination as exc:  # the name is echoed: cut, it may be anything
+        return refuse_message(ctx, "destination", str(exc)[:300], source=source)
+
+
+def refuse_message(ctx: WorkerContext, field: str, rule: str, *, source: str) -> Accepted:
+    """Record a message refused before any destination's rules could judge it."""
+    with ctx.sessions.begin() as session:
+        refusal = ledger.record_refusal(
+            session,
+            now=ctx.clock(),
+            source=source,
+            destination=None,
+            idempotency_key=None,
+            errors=[{"field": field, "rule": rule}],
+        )
+    return Accepted(None, False, (FieldError(field, rule),), refusal)
 
 
 def destinations_touched(results: Iterable[Accepted]) -> bool:

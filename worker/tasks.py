@@ -15,7 +15,6 @@ leadrelay.submit(...)       leadrelay.intake       a raw lead from an app withou
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -115,19 +114,30 @@ def _queue_empty(ctx: context.WorkerContext, queue: str) -> bool:
 
 @app.task(name="leadrelay.submit", ignore_result=True, acks_late=True, Request=RedactedRequest)
 def submit(
-    destination: str, lead: Mapping[str, Any], idempotency_key: str | None = None
+    destination: Any = None,
+    lead: Any = None,
+    idempotency_key: Any = None,
+    *extra: Any,
+    **unknown: Any,
 ) -> dict[str, Any]:
     """
     A lead from an app that has a Celery client but not our code (`send_task`).
 
     Validated like every other way in; a refused lead is recorded in `refusals`
-    with each field and rule, never dropped in silence. Returns the lead id or
-    the refusal id (results are not kept; the ledger is the record).
+    with each field and rule, never dropped in silence. A message of the wrong
+    shape (arguments missing or unknown) is a refusal too, never a task that
+    dies on a TypeError. Returns the lead id or the refusal id (results are
+    not kept; the ledger is the record).
     """
     ctx = context.current()
-    result = intake.accept_one(
-        ctx, destination, lead, idempotency_key=idempotency_key, source="celery"
-    )
+    if extra or unknown:
+        result = intake.refuse_message(
+            ctx, "message", "takes destination, lead and idempotency_key only", source="celery"
+        )
+    else:
+        result = intake.accept_one(
+            ctx, destination, lead, idempotency_key=idempotency_key, source="celery"
+        )
     if result.lead_id is not None:
         wake(destination)
     return {"lead_id": result.lead_id, "refusal_id": result.refusal_id}

@@ -185,8 +185,10 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> timedel
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return timedelta(seconds=int(value))
+    if value.isascii() and value.isdigit():
+        seconds = int(value)
+        # a number of seconds past what timedelta holds is unreadable, not a crash
+        return timedelta(seconds=seconds) if seconds < 10**9 else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -200,7 +202,7 @@ def json_body(response: httpx.Response) -> Any:
     """The answer's JSON, or PlatformContractError naming what was wrong (never the body)."""
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: too deep
         raise PlatformContractError(
             f"HTTP {response.status_code} answer is not JSON ({type(exc).__name__})"
         ) from exc

@@ -60,7 +60,8 @@ class KuperDestination(DestinationConfig):
 def _numeric_id(value: Any) -> Any:
     """Kuper's ids are integers; a string of digits is coerced, any other string refused."""
     if isinstance(value, str):
-        if not value.strip().isdigit():
+        # isascii: str.isdigit() also takes "٣" and "³", which are not Kuper's digits
+        if not (value.strip().isascii() and value.strip().isdigit()):
             raise ValueError("an integer (a numeric string is coerced, other strings refused)")
         return int(value.strip())
     return value

@@ -58,7 +58,7 @@ def error_code(response: httpx.Response) -> int | None:
     """Admitad's `error_code` from an error body `{"error", "error_description", "error_code"}`."""
     try:
         body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         return None
     code = body.get("error_code") if isinstance(body, dict) else None
     if isinstance(code, bool):
@@ -143,7 +143,7 @@ class AdmitadAuth(httpx.Auth):
             token = str(body["access_token"])
             seconds = body.get("expires_in")
             lifetime = timedelta(seconds=int(seconds)) if seconds else DEFAULT_LIFETIME
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError):
             return None
         self.cache.set(token_key(self.dest.name), token, cache_ttl(lifetime))
         if body.get("refresh_token"):

@@ -92,7 +92,7 @@ def normalise(raw: Any) -> list[Stage]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise LeadInvalid.one("campaigns", "a JSON array of program ids or stages") from None
     if not isinstance(raw, list) or not raw:
         raise LeadInvalid.one("campaigns", "a non-empty array of program ids or stages")

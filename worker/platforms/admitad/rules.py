@@ -268,7 +268,7 @@ def parse_settings(answer: httpx.Response | str) -> ProgramRules:
     text = answer.text if isinstance(answer, httpx.Response) else answer
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise PlatformContractError("campaign_settings answer is not JSON") from None
     results = body.get("results") if isinstance(body, Mapping) else None
     if not isinstance(results, list):
