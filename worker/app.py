@@ -50,6 +50,9 @@ def celery_config(settings: Any) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # On a lost broker connection a drain finishes its batch (cancelling it mid-request
+        # would only put its leads in doubt); its wake-up is not needed again: the sweep wakes.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 1,
         "task_queues": queues,
         "task_default_queue": CONTROL_QUEUE,
@@ -90,6 +93,21 @@ def _configure(sender: Celery, **_: Any) -> None:
         sys.stderr.write(f"leadrelay: configuration: {exc}\n")
         raise SystemExit(2) from exc
     sender.conf.update(celery_config(settings))
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_celery_logs(logger: Any, **_: Any) -> None:
+    """
+    Celery's own handlers (the main process's, beat's) get the redaction filter too:
+    the consumer logs the whole body of a message it refuses, a lead's among them.
+    """
+    from worker.logs import add_redaction
+    from worker.settings import get_settings, secret_values
+
+    secrets = secret_values(_explicit[0] if _explicit else get_settings())
+    for handler in logger.handlers:
+        add_redaction(handler, secrets)
 
 
 @signals.worker_process_init.connect

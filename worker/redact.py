@@ -84,7 +84,14 @@ SENSITIVE_KEYS = SECRET_KEYS | PERSONAL_KEYS
 _PHONE = re.compile(r"(?<![\w-])\+?\d[\d\s()\-]{8,}\d(?![\w-])")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+#: a bytes literal in text (Celery logs an undecodable message's whole body so): its
+#: content is unreadable to ops and a phone inside one sits after an escape like `\x12`,
+#: where the phone shape cannot see a boundary, so the literal is masked whole
+_BYTES_REPR = re.compile(r"""(?<![\w'"])b(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
 _UUID_LIKE = re.compile(r"^[0-9a-f-]{32,36}$")
+#: longer text is masked whole: the e-mail pattern scans a long run of word
+#: characters once per start, so a megabyte-long field would hold a worker for an hour
+MAX_SCANNED = 8192
 
 
 def is_sensitive(key: str) -> bool:
@@ -112,11 +119,14 @@ def _walk(value: Any, secrets: tuple[str, ...]) -> Any:
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask credentials, phones, e-mails and every configured secret in free text."""
+    if len(text) > MAX_SCANNED:
+        return f"{MASK} ({len(text)} characters, masked whole)"
     for secret in secrets:
         if secret and len(secret) >= 3:
             text = text.replace(secret, MASK)
     if _UUID_LIKE.match(text):
         return text
+    text = _BYTES_REPR.sub(f"b'{MASK}'", text)
     text = _CREDENTIAL.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _EMAIL.sub(MASK, text)
     return _PHONE.sub(MASK, text)

@@ -50,7 +50,11 @@ class Relay:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start_worker(
-        self, name: str = "w1", concurrency: int = 4, queues: str | None = None
+        self,
+        name: str = "w1",
+        concurrency: int = 4,
+        queues: str | None = None,
+        events: bool = False,
     ) -> None:
         args = [
             sys.executable,
@@ -70,6 +74,8 @@ class Relay:
         ]
         if queues:
             args += ["-Q", queues]
+        if events:
+            args.append("-E")  # task events, for Flower
         self._start(name, args)
         self.wait_for_log(name, "ready", 60)
 
