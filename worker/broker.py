@@ -2,14 +2,16 @@
 Celery's Redis transport, with one kombu defect worked around.
 
 When the broker connection drops while a worker holds messages it has not
-acknowledged (ours ack late), kombu closes the channel and restores those
-messages through a connection that is already gone: `_connparams` fails with
-`AttributeError: 'NoneType' object has no attribute 'hostname'`, Celery calls
-it an unrecoverable error and the worker process exits (seen with kombu 5.7.0
-when Redis restarts). Our messages are wake-ups: the ledger holds the work,
-beat's sweep sends new wake-ups, and kombu itself puts an unacknowledged
-message back after the visibility timeout. So a restore that fails is logged
-and the consumer reconnects, instead of the process dying.
+acknowledged (ours ack late), kombu (5.7.0) goes on using channels whose
+connection is gone, and `_connparams` fails with AttributeError ('NoneType'
+object has no attribute 'hostname' or 'client'); Celery calls it an
+unrecoverable error and the worker process exits. It happens in two places
+when Redis restarts: closing the channel restores the unacknowledged messages
+through it, and a task that ran through the reconnect acknowledges through it.
+Our messages are wake-ups: the ledger holds the work, beat's sweep sends new
+wake-ups, and kombu puts an unacknowledged message back after the visibility
+timeout. So both are logged and the consumer goes on, instead of the process
+dying.
 
 No library does this: it is the smallest override of kombu's own classes.
 `install()` registers it under kombu's `redis` and `rediss` aliases (kombu's
@@ -24,6 +26,7 @@ from typing import Any
 
 import kombu.transport as kombu_transport
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual as kombu_virtual
 
 log = logging.getLogger("leadrelay.broker")
 _RESTORE_ERRORS: tuple[type[BaseException], ...] = (
@@ -45,6 +48,33 @@ class QoS(kombu_redis.QoS):
                 len(self._delivered or ()),
                 extra={"event": "broker.restore_failed"},
             )
+
+    def ack(self, delivery_tag: Any) -> None:
+        try:
+            super().ack(delivery_tag)
+        except _RESTORE_ERRORS:
+            self._forget(delivery_tag, "acknowledged")
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except _RESTORE_ERRORS:
+            self._forget(delivery_tag, "rejected")
+
+    def _forget(self, delivery_tag: Any, what: str) -> None:
+        """
+        A task that ran through a reconnect ends on a channel whose connection
+        is gone: the broker no longer knows the message (a restarted Redis) or
+        puts it back after the visibility timeout (a duplicate wake-up, which
+        the ledger makes harmless). Forget it here instead of dying.
+        """
+        log.warning(
+            "broker connection lost before a message could be %s; the visibility timeout"
+            " restores it if the broker still has it",
+            what,
+            extra={"event": "broker.ack_failed"},
+        )
+        kombu_virtual.QoS.ack(self, delivery_tag)  # drop it from the delivered set only
 
 
 class Channel(kombu_redis.Channel):

@@ -43,3 +43,28 @@ def test_a_redis_broker_url_gets_our_transport_and_keeps_its_scheme() -> None:
     assert connection.as_uri().startswith("redis://")
     amqp = app.connection_for_read("amqp://guest@127.0.0.1//")
     assert not isinstance(amqp.transport, broker.Transport)
+
+
+def ack_after_the_connection_is_gone(url: str, transport: type) -> None:
+    """A task that ran through a reconnect is acknowledged on its old channel."""
+    conn = Connection(url, transport=transport)
+    queue = conn.SimpleQueue("leadrelay-test-ack")
+    queue.put({"wake": "kuper"})
+    message = queue.get(timeout=5)
+    conn._do_close_transport()  # the consumer dropped the broken connection
+    queue.channel._disconnect_pools()  # and the channel its pools
+    message.ack()
+
+
+def test_kombus_own_transport_dies_acknowledging_through_a_closed_connection(
+    redis_url: str,
+) -> None:
+    with pytest.raises(AttributeError, match="hostname|client"):
+        ack_after_the_connection_is_gone(redis_url, kombu_redis.Transport)
+
+
+def test_ours_forgets_the_message_and_carries_on(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ack_after_the_connection_is_gone(redis_url, broker.Transport)
+    assert "before a message could be acknowledged" in caplog.text
