@@ -59,7 +59,7 @@ def ack_after_the_connection_is_gone(url: str, transport: type) -> None:
 def test_kombus_own_transport_dies_acknowledging_through_a_closed_connection(
     redis_url: str,
 ) -> None:
-    with pytest.raises(AttributeError, match="hostname|client"):
+    with pytest.raises(AttributeError, match=r"hostname|client"):
         ack_after_the_connection_is_gone(redis_url, kombu_redis.Transport)
 
 

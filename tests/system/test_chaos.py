@@ -63,7 +63,7 @@ from worker.context import WorkerContext, build
 from worker.intake import Submission
 from worker.leads import LeadState
 from worker.ledger import migrate
-from worker.ledger.tables import DeliveryRow, LeadRow
+from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow, LeadRow
 from worker.sandbox import admitad as admitad_sandbox
 from worker.sandbox import calltouch as calltouch_sandbox
 from worker.sandbox import free_port, serve
@@ -499,12 +499,7 @@ def _run_chaos(
     payloads = read(ctx, lambda s: {r.id: r.payload for r in s.scalars(select(LeadRow))})
     held = held_at_platforms(platforms, intake.ids)
     tally = _tally(intake, rows, payloads, held)
-    with capsys.disabled():
-        print()
-        for line in events:
-            print(f"chaos: {line}")
-        for line in tally.lines():
-            print(f"chaos: {line}")
+    _report(ctx, events, tally, capsys)
     assert tally.lost == [], f"lost: {tally.lost[:10]}"
     assert tally.unflagged_twice == [], f"twice at a platform, unflagged: {tally.unflagged_twice}"
     assert tally.dead_without_reason == []
@@ -516,6 +511,33 @@ def _run_chaos(
         if i % BAD_EVERY == BAD_EVERY - 1
     )
     assert tally.delivered > 0.9 * accepted
+
+
+def _report(
+    ctx: WorkerContext, events: list[str], tally: Tally, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with capsys.disabled():
+        print()
+        for line in [*events, *tally.lines()]:
+            print(f"chaos: {line}")
+        for lead_id in tally.twice[:5]:  # how a lead came to be at a platform twice
+            print(f"chaos: twice {lead_id}: {read(ctx, lambda s, i=lead_id: history(s, i))}")
+
+
+def history(session: Any, lead_id: str) -> list[str]:
+    """A lead's attempts in order: kind, HTTP status or error, and what each meant for it."""
+    rows = session.execute(
+        select(AttemptRow.at, AttemptRow.kind, AttemptRow.status_code, AttemptRow.error)
+        .add_columns(AttemptResultRow.outcome, AttemptResultRow.detail)
+        .join(AttemptResultRow, AttemptResultRow.attempt_id == AttemptRow.id)
+        .join(DeliveryRow, DeliveryRow.id == AttemptResultRow.delivery_id)
+        .where(DeliveryRow.lead_id == lead_id)
+        .order_by(AttemptRow.id)
+    )
+    return [
+        f"{at:%H:%M:%S.%f} {kind} {status or error} {outcome} {detail[:60]}"
+        for at, kind, status, error, outcome, detail in rows
+    ]
 
 
 @dataclass
@@ -530,6 +552,7 @@ class Tally:
     twice_flagged: int = 0
     lost: list[str] = field(default_factory=list)
     unflagged_twice: list[str] = field(default_factory=list)
+    twice: list[str] = field(default_factory=list)
     dead_without_reason: list[str] = field(default_factory=list)
     per_platform: dict[str, Counter[str]] = field(default_factory=dict)
 
@@ -568,6 +591,7 @@ def _tally(
             times = held[platform][lead_id]
         if times > 1:
             c["twice"] += 1
+            t.twice.append(lead_id)
             if in_doubt:
                 t.twice_flagged += 1
             else:
