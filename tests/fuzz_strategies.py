@@ -181,9 +181,60 @@ def _ct_field_value(value: Any) -> dict[str, Any]:
     return calltouch_lead(addCustomFields={"customFields": [{"field": "stage", "value": value}]})
 
 
+def _ct_params(kind: str, **params: Any) -> dict[str, Any]:
+    """A lead with one `kind` rule (`requestContact`, …) holding `params`."""
+    return calltouch_lead(matching=[{"type": kind, f"{kind}Params": params}])
+
+
 def _calltouch() -> list[tuple[str, st.SearchStrategy[Case]]]:
     c, g = "calltouch", calltouch_lead
+    phone, email = "79157771122", "name@server.com"
     return [
+        # keys the doc shows on other params objects only
+        _case(
+            c,
+            "extra field",
+            "matching[0].requestContactParams.tags",
+            st.lists(st.text(min_size=1, max_size=10), max_size=3) | st.none(),
+            lambda v: _ct_params("requestContact", phones=[phone], tags=v),
+        ),
+        _case(
+            c,
+            "extra field",
+            "matching[0].requestContactParams.tagsLogic",
+            st.sampled_from(["and", "or", None]),
+            lambda v: _ct_params("requestContact", emails=[email], tagsLogic=v),
+        ),
+        _case(
+            c,
+            "extra field",
+            "matching[0].callContactParams.emails",
+            st.sampled_from([[email], [], None]),
+            lambda v: _ct_params("callContact", phones=[phone], emails=v),
+        ),
+        _case(
+            c,
+            "extra field",
+            "matching[0].callContactParams.emails",
+            st.just([email]),
+            lambda v: _ct_params("callContact", emails=v),
+        ),
+        _case(
+            c,
+            "missing",
+            "matching[0].requestParams.tags",
+            st.just([]),
+            lambda v: g(
+                matching=[{"type": "request", "requestParams": {"requestId": 1, "tags": v}}]
+            ),
+        ),
+        _case(
+            c,
+            "missing",
+            "matching[0].leadContactParams.tags",
+            st.just([]),
+            lambda v: _ct_params("leadContact", phones=[phone], tags=v),
+        ),
         _case(
             c, "wrong type", "matching", st.text(max_size=5) | wrong_scalars, _set(g, "matching")
         ),

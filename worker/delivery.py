@@ -3,9 +3,13 @@ THE delivery loop: claim → limiter → build → send → parse → record. Th
 place that talks to a platform, once, for every platform.
 
 One step of `drain` is short: one claim, one request with a timeout, one
-commit. A wait longer than `max_inline_wait` (a cooldown, a pause) is never
-slept out inside a task: the claimed rows go back to due and the caller
-re-wakes later, so no task runs near the broker's visibility timeout.
+commit. Two things may add requests to a step, each under the limiter: the
+lookups and prerequisites a lead needs before it is sent (an in-doubt lead's
+lookup, an Admitad program's rules), and the halves of a batch the platform
+refused as a whole (Kuper's 400/422), each sent on a renewed lease. A wait
+longer than `max_inline_wait` (a cooldown, a pause) is never slept out inside
+a task: the claimed rows go back to due and the caller re-wakes later, so no
+task runs near the broker's visibility timeout.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,15 +28,18 @@ import httpx
 from worker import ledger, metrics, retry
 from worker.config import DestinationConfig
 from worker.context import WorkerContext
-from worker.errors import AuthRefused
+from worker.errors import AuthRefused, TokenUnavailable
 from worker.leads import Delivery, LeadState
 from worker.limiter import Grant, next_quota_reset
 from worker.outcomes import (
     Answer,
     Failed,
     LeadOutcome,
+    Narrowed,
     NotSeen,
+    Rejected,
     RequestOutcome,
+    Split,
     Suspended,
     Throttled,
 )
@@ -44,6 +51,8 @@ log = logging.getLogger("leadrelay.delivery")
 
 #: the most pages one lookup reads (SalesMan: 200 records each), all within one lease
 LOOKUP_PAGES = 5
+#: beyond a request's timeout, the lease a part of a split batch needs left to record it
+PART_RECORD_ROOM = timedelta(seconds=1)
 
 
 @dataclass
@@ -103,7 +112,10 @@ def drain(ctx: WorkerContext, destination: str, *, budget: float | None = None) 
 
 
 def deliver_batch(ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[Any]) -> Step:
-    """One claim, one request, one commit."""
+    """
+    One claim, one request, one commit; for a batch the platform refuses whole,
+    a request per half as well (`_split`), all within the claim's lease.
+    """
     now = ctx.clock()
     blocked = _blocked_for(ctx, dest, now)
     if blocked is not None:
@@ -120,11 +132,30 @@ def deliver_batch(ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[
         )
     if not batch:
         return Step("empty")
-    if not adapter.deduplicates:
+    if not adapter.deduplicates_for(dest):
         batch = _resolve_doubts(ctx, dest, adapter, owner, batch)
     batch = _check(ctx, dest, adapter, owner, batch)
     if not batch:
         return Step("sent", outcomes=Counter(settled_before_sending=1))
+    return _send_batch(ctx, dest, adapter, owner, batch, lease_until=now + dest.lease)
+
+
+def _send_batch(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    owner: str,
+    batch: Sequence[Delivery],
+    *,
+    lease_until: datetime,
+    part: bool = False,
+) -> Step:
+    """
+    One request for claimed deliveries: build, limiter slot, daily quota, send,
+    read, apply. `part`: a part of a batch the platform refused whole; when the
+    claim's lease (`lease_until`) has too little room left for it, the lease
+    is extended first, and a part whose claim was lost meanwhile is not sent.
+    """
     # Everything before the send happens before the grant: the platform counts arrivals,
     # so the time between our grant and the request leaving must be as short as it can be.
     request = adapter.build_request(batch, dest)
@@ -133,7 +164,12 @@ def deliver_batch(ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[
         _release(ctx, owner, batch, ctx.clock() + grant.wait)
         return Step("deferred", grant.wait)
     try:
-        if not ctx.limiter.spend_quota(dest, now):
+        if part and lease_until - ctx.clock() < _part_room(dest):
+            extended = _extend(ctx, dest, owner, batch)
+            if extended is None:  # no longer ours: the sweeper sends them, in doubt
+                return Step("sent", outcomes=Counter(released=len(batch)))
+            lease_until = extended
+        if not ctx.limiter.spend_quota(dest, ctx.clock()):
             return _suspend(
                 ctx,
                 dest,
@@ -145,7 +181,26 @@ def deliver_batch(ctx: WorkerContext, dest: DestinationConfig, adapter: Adapter[
     finally:
         ctx.limiter.release(dest, grant.holder)
     answer = read_answer(adapter, dest, exchange, batch)
-    return apply(ctx, dest, adapter, owner, batch, exchange, answer)
+    return apply(ctx, dest, adapter, owner, batch, exchange, answer, lease_until=lease_until)
+
+
+def _extend(
+    ctx: WorkerContext, dest: DestinationConfig, owner: str, part: Sequence[Delivery]
+) -> datetime | None:
+    """
+    A fresh lease on the part about to go, so a batch halved many times makes
+    progress however long it takes; None when the claim was lost meanwhile.
+    """
+    now = ctx.clock()
+    until = now + dest.lease
+    with ctx.sessions.begin() as session:
+        extended = ledger.extend_lease(session, owner, [d.id for d in part], until=until, now=now)
+    return until if extended else None
+
+
+def _part_room(dest: DestinationConfig) -> timedelta:
+    """The lease a part needs left before it is sent: one request's timeout and its records."""
+    return timedelta(seconds=dest.timeout) + PART_RECORD_ROOM
 
 
 def _blocked_for(ctx: WorkerContext, dest: DestinationConfig, now: datetime) -> timedelta | None:
@@ -186,6 +241,8 @@ def send(
         exchange.response = response
     except AuthRefused as exc:
         exchange.error = exchange.auth_refused = str(exc)
+    except TokenUnavailable as exc:  # the request itself never left: not in doubt
+        exchange.error = f"not sent: {exc}"
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         exchange.error = f"not sent: {type(exc).__name__}"
     except httpx.HTTPError as exc:
@@ -246,12 +303,20 @@ def apply(
     batch: Sequence[Delivery],
     exchange: Exchange,
     answer: Answer,
+    *,
+    lease_until: datetime,
 ) -> Step:
-    """Act on the answer: settle each lead, or cool down / pause the destination."""
+    """
+    Act on the answer: settle each lead, cool down / pause the destination, or
+    send the halves of a batch refused whole, each on its own (within the
+    claim's lease, `lease_until`).
+    """
     if isinstance(answer, Throttled):
         return _throttle(ctx, dest, owner, batch, exchange, answer)
     if isinstance(answer, Suspended):
         return _suspend(ctx, dest, owner, batch, answer, exchange)
+    if isinstance(answer, Split):
+        return _split(ctx, dest, adapter, owner, batch, exchange, answer, lease_until)
     outcomes: Sequence[LeadOutcome | Failed] = (
         [answer] * len(batch) if isinstance(answer, Failed) else answer
     )
@@ -289,6 +354,85 @@ def apply(
     return Step("sent", outcomes=counts, requests=1)
 
 
+def _split(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    owner: str,
+    batch: Sequence[Delivery],
+    exchange: Exchange,
+    answer: Split,
+    lease_until: datetime,
+) -> Step:
+    """
+    The platform refused the batch as a whole without saying which lead: record
+    that, then send each half on its own request (halving again where a half is
+    refused whole), so only the leads the platform itself refuses end rejected.
+
+    The halves go one after the other, within the claim's lease. When one is
+    deferred (no limiter slot, a cooldown, a pause) or goes back because the
+    lease is running out, the half not yet sent goes back with it, due again:
+    nothing is lost, and nothing is sent once the lease may have ended.
+    """
+    if len(batch) < 2:  # nothing to halve: a one-lead refusal is that lead's own
+        refused: list[LeadOutcome] = [Rejected(answer.reason)] * len(batch)
+        return apply(ctx, dest, adapter, owner, batch, exchange, refused, lease_until=lease_until)
+    with ctx.sessions.begin() as session:
+        results = [(d.id, "split", answer.reason) for d in batch]
+        _record(ctx, session, dest, "send", exchange, results)
+    metrics.observe_request(dest.name, exchange.elapsed_ms / 1000)
+    log.info(
+        "batch refused whole; sending its halves",
+        extra={
+            "event": "delivery.split",
+            "destination": dest.name,
+            "leads": len(batch),
+            "status": exchange.response.status_code if exchange.response else None,
+            "ms": exchange.elapsed_ms,
+        },
+    )
+    step = Step("sent", requests=1)
+    first, second = _halves(batch)
+    done = _send_part(ctx, dest, adapter, owner, first, lease_until, step)
+    if done is not None:
+        _release(ctx, owner, second, done)
+        if step.kind == "sent":  # the lease ran short: the next claim sends them
+            step.outcomes["released"] += len(second)
+        return step
+    _send_part(ctx, dest, adapter, owner, second, lease_until, step)
+    return step
+
+
+def _halves(batch: Sequence[Delivery]) -> tuple[Sequence[Delivery], Sequence[Delivery]]:
+    middle = len(batch) // 2
+    return batch[:middle], batch[middle:]
+
+
+def _send_part(
+    ctx: WorkerContext,
+    dest: DestinationConfig,
+    adapter: Adapter[Any],
+    owner: str,
+    part: Sequence[Delivery],
+    lease_until: datetime,
+    step: Step,
+) -> datetime | None:
+    """
+    Send one part of a split batch, adding what it did to `step`. None when the
+    loop may go on to the next part; otherwise when the parts not yet sent are
+    due again: at once when the lease ran short or a pause holds the
+    destination, after the wait when a limiter slot or a cooldown did.
+    """
+    sub = _send_batch(ctx, dest, adapter, owner, part, lease_until=lease_until, part=True)
+    step.outcomes.update(sub.outcomes)
+    step.requests += sub.requests
+    now = ctx.clock()
+    if sub.kind == "deferred":
+        step.kind, step.wait = "deferred", sub.wait
+        return now if sub.outcomes["suspended"] else now + sub.wait
+    return now if sub.outcomes["released"] else None
+
+
 def advance_stages(
     session: Any,
     adapter: Adapter[Any],
@@ -296,17 +440,23 @@ def advance_stages(
     batch: Sequence[Delivery],
     settlements: Sequence[ledger.Settlement],
     now: datetime,
-) -> None:
+) -> int:
     """
-    Release the next stage of staged leads whose stage is decided. Asked after
-    every settlement of a stage: releasing is idempotent (only a held stage moves).
+    Release the next stage of staged leads whose stage is decided; returns how
+    many were released due now (the caller wakes the destination for them).
+    Asked after every settlement of a stage: releasing is idempotent (only a
+    held stage moves).
     """
+    due_now = 0
     for delivery, settlement in zip(batch, settlements, strict=True):
         if delivery.stage <= 0:
             continue
         due = adapter.next_stage_due(delivery, dest, settlement.state, settlement.data, now)
-        if due is not None:
-            ledger.release_next_stage(session, delivery.lead_id, delivery.stage, due, now)
+        if due is not None and ledger.release_next_stage(
+            session, delivery.lead_id, delivery.stage, due, now
+        ):
+            due_now += due <= now
+    return due_now
 
 
 def _throttle(
@@ -399,21 +549,24 @@ def _check(
     owner: str,
     batch: Sequence[Delivery],
 ) -> list[Delivery]:
-    """Settle leads that break a rule only the platform's own settings know; keep the rest."""
+    """
+    Settle leads that break a rule only the platform's own settings know, send
+    the rest (narrowed where the adapter leaves part of a lead out). A lead
+    whose prerequisites got no limiter slot goes back, due again shortly.
+    """
     keep: list[Delivery] = []
     for delivery in batch:
-        answers = _prerequisites(ctx, dest, adapter, adapter.prerequisites(delivery, dest))
-        if answers is None:  # could not learn the rules now: try this lead again later
-            now = ctx.clock()
-            settlement = retry.settle(
-                delivery, Failed("could not fetch the platform's rules"), dest, now, ctx.rand
-            )
-            with ctx.sessions.begin() as session:
-                ledger.settle(session, owner, [settlement], now)
+        fetched = _prerequisites(ctx, dest, adapter, adapter.prerequisites(delivery, dest))
+        if fetched is None:
+            _release(ctx, owner, [delivery], ctx.clock() + timedelta(seconds=1))
             continue
-        verdict = adapter.check(delivery, dest, answers)
+        answers, failed = fetched
+        verdict = adapter.check(delivery, dest, answers, failed)
         if verdict is None:
             keep.append(delivery)
+            continue
+        if isinstance(verdict, Narrowed):
+            keep.append(replace(delivery, data={**delivery.data, **verdict.data}))
             continue
         now = ctx.clock()
         settlement = retry.settle(delivery, verdict, dest, now, ctx.rand)
@@ -428,20 +581,30 @@ def _prerequisites(
     dest: DestinationConfig,
     adapter: Adapter[Any],
     needs: Sequence[Prerequisite],
-) -> dict[str, str] | None:
-    """The prerequisites' answers, from the shared cache or fetched now; None when one failed."""
+) -> tuple[dict[str, str], dict[str, str]] | None:
+    """
+    The prerequisites' answers by key, from the shared cache or fetched now,
+    and those that could not be fetched (key → why); None when no limiter slot
+    came within a short wait (nothing is known yet: ask again shortly).
+    """
     answers: dict[str, str] = {}
+    failed: dict[str, str] = {}
     for need in needs:
         cached = ctx.cache.get(need.key)
         if cached is None:
             exchange = send_when_allowed(ctx, dest, adapter, need.request)
-            response = exchange.response if exchange is not None else None
-            if response is None or response.status_code != 200:
+            if exchange is None:
                 return None
+            response = exchange.response
+            if response is None or response.status_code != 200:
+                failed[need.key] = (
+                    exchange.error if response is None else f"HTTP {response.status_code}"
+                )
+                continue
             cached = response.text
             ctx.cache.set(need.key, cached, need.ttl)
         answers[need.key] = cached
-    return answers
+    return answers, failed
 
 
 def _resolve_doubts(
@@ -551,7 +714,7 @@ def request_outcome_name(answer: RequestOutcome) -> str:
     return type(answer).__name__.lower()
 
 
-def poll(ctx: WorkerContext, destination: str, *, limit: int = 100) -> Counter[str]:
+def poll(ctx: WorkerContext, destination: str, *, limit: int | None = None) -> Counter[str]:
     """Ask the platform about leads it decides later; settle those whose status is final."""
     from worker import polling
 

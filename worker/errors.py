@@ -12,6 +12,9 @@ into outcome values (`worker.outcomes`). Exceptions are for what we refuse.
   + UnknownDestination     a destination name that is not configured
   + AuthRefused            a platform's token endpoint refused our credentials; the
                            destination pauses (never a retry that burns attempts)
+  + TokenUnavailable       a platform's token endpoint failed for a passing reason
+                           (5xx, 429, a cut connection): the request was not sent and
+                           is retried like any transient failure
   + LedgerUnavailable      the ledger could not be reached (after in-process retries)
 
 Messages name the field and the rule, never the value: a value may be a
@@ -75,6 +78,10 @@ class UnknownDestination(LeadRelayError):
 
 class AuthRefused(LeadRelayError):
     """A platform refused to issue a token (wrong client secret, too many tokens, no rights)."""
+
+
+class TokenUnavailable(LeadRelayError):
+    """A token endpoint failed for a reason that passes (5xx, 429): nothing was sent."""
 
 
 class LedgerUnavailable(LeadRelayError):

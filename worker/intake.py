@@ -66,7 +66,7 @@ def prepare(settings: Settings, destination: str, sub: Submission, source: str) 
     if not isinstance(sub.lead, Mapping):
         raise LeadInvalid.one("lead", "must be a JSON object")
     adapter = adapter_for(dest)
-    payload = adapter.validate(sub.lead)
+    payload = adapter.validate_for(sub.lead, dest)
     unstorable = list(_unstorable_text(payload))
     if unstorable:
         raise LeadInvalid(unstorable)
@@ -77,6 +77,7 @@ def prepare(settings: Settings, destination: str, sub: Submission, source: str) 
         source=source,
         idempotency_key=key,
         stages=adapter.stages(payload, dest),
+        delay=adapter.first_delay(payload, dest),
     )
 
 

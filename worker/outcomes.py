@@ -15,6 +15,7 @@ Retry          not now; try this lead again later      retry_wait → …
 Throttled      429/503: the destination cools down     due again, uncounted
 Suspended      auth or quota: the destination pauses   due again, uncounted
 Failed         5xx, broken answer: retry every lead    retry_wait, counted
+Split          a 4xx for the request as a whole        each half sent alone
 =============  ======================================  ===================
 """
 
@@ -113,8 +114,33 @@ class Failed:
     retry_after: timedelta | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Split:
+    """
+    The platform refused the request as a whole (Kuper's 400/422) without
+    saying which lead: the loop sends each half on its own, recursively, so
+    only the leads the platform itself refuses end rejected. A one-lead
+    request never gets this: its refusal is that lead's `Rejected`.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Narrowed:
+    """
+    Not an outcome: a check before sending says "send, but with less". `data`
+    is merged into the delivery's data before its request is built, and kept
+    (Admitad: `{"dropped": [{"campaign_id", "message"}]}`, the programs left
+    out because the application breaks their own rules).
+    """
+
+    data: Mapping[str, Any]
+    detail: str = ""
+
+
 LeadOutcome = Delivered | Pending | Rejected | Retry
-RequestOutcome = Throttled | Suspended | Failed
+RequestOutcome = Throttled | Suspended | Failed | Split
 Answer = list[LeadOutcome] | RequestOutcome
 
 
@@ -130,9 +156,13 @@ class StatusUpdate:
 @dataclass(frozen=True, slots=True)
 class NotSeen:
     """
-    A poll's answer did not cover this lead (a page of a list that did not
-    reach it): unlike None (seen, unchanged), the poller asks about it alone.
+    A poll's or lookup's answer did not cover this lead (a page of a list that
+    did not reach it): unlike None (seen, unchanged), the loop reads the next
+    page, or asks about the lead alone. `last`: no page after this one can
+    cover it, so the poller asks about it alone at once.
     """
+
+    last: bool = False
 
 
 #: what a poll says of one lead: a change, nothing changed (None), or not covered

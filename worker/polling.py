@@ -30,11 +30,18 @@ log = logging.getLogger("leadrelay.polling")
 
 #: the most leads one pass asks about one by one, when a batch's answer missed them
 ALONE_PER_PASS = 20
+#: the most pages of a list one pass reads (an adapter says where its list ends)
+MAX_PAGES = 50
 
 
-def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int = 100) -> Counter[str]:
-    """One polling pass over a destination's due deliveries; returns counts by new state."""
+def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int | None = None) -> Counter[str]:
+    """
+    One polling pass over a destination's due deliveries (at most `limit`, by
+    default as many as the adapter reads in one pass); returns counts by new
+    state, and `next_stage_now` when a decided stage made the next one due now.
+    """
     adapter = adapter_for(dest)
+    limit = adapter.poll_batch if limit is None else limit
     now = ctx.clock()
     owner = uuid.uuid4().hex
     with ctx.sessions.begin() as session:
@@ -52,11 +59,13 @@ def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int = 100) -> Co
         return Counter()
     expired = [d for d in batch if _expired(d, dest, now)]
     live = [d for d in batch if d not in expired]
-    settlements = [_expire(d) for d in expired]
+    settlements = [_expire(d, dest, now) for d in expired]
     asked: list[tuple[loop.Exchange, set[int]]] = []
     if live:
         updates = _ask(ctx, dest, adapter, live, asked)
-        settlements += [_after_look(d, u, dest, now) for d, u in zip(live, updates, strict=True)]
+        settlements += [
+            _after_look(adapter, d, u, dest, now) for d, u in zip(live, updates, strict=True)
+        ]
     with ctx.sessions.begin() as session:
         ledger.settle(session, owner, settlements, now)
         for exchange, about in asked:
@@ -73,7 +82,7 @@ def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int = 100) -> Co
                 ],
             )
         by_id = {d.id: d for d in batch}
-        loop.advance_stages(
+        released = loop.advance_stages(
             session,
             adapter,
             dest,
@@ -81,16 +90,32 @@ def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int = 100) -> Co
             settlements,
             now,
         )
-    return Counter(str(s.state) for s in settlements)
+    counts = Counter(str(s.state) for s in settlements)
+    if released:
+        counts["next_stage_now"] = released
+    return counts
 
 
 def _expired(delivery: Delivery, dest: DestinationConfig, now: datetime) -> bool:
     if delivery.state == LeadState.WAITING_CODE:
         return True  # its due time was the code's deadline
-    return now - delivery.created_at >= dest.poll_horizon
+    return now - delivery.created_at >= dest.poll_horizon or _code_lapsed(delivery, dest, now)
 
 
-def _expire(delivery: Delivery) -> Settlement:
+def _code_lapsed(delivery: Delivery, dest: DestinationConfig, now: datetime) -> bool:
+    """
+    A confirmed application that still waits for verification a poll interval
+    after its code expired: no right code came, and none can come now.
+    """
+    until = delivery.data.get("code_until")
+    if delivery.state != LeadState.AWAITING_STATUS or not isinstance(until, str):
+        return False
+    if delivery.data.get("responses"):
+        return False
+    return now >= datetime.fromisoformat(until) + timedelta(seconds=dest.poll_interval)
+
+
+def _expire(delivery: Delivery, dest: DestinationConfig, now: datetime) -> Settlement:
     if delivery.state == LeadState.DELIVERED:  # reconciliation stops; the lead stays delivered
         return Settlement(
             delivery.id,
@@ -101,11 +126,12 @@ def _expire(delivery: Delivery) -> Settlement:
             delivery.external_id,
             dict(delivery.data),
         )
-    why = (
-        "no SMS code in time"
-        if delivery.state == LeadState.WAITING_CODE
-        else "no final status within the polling horizon"
-    )
+    if delivery.state == LeadState.WAITING_CODE:
+        why = "no SMS code in time"
+    elif _code_lapsed(delivery, dest, now):
+        why = "no right SMS code in time: the application still waits for verification"
+    else:
+        why = "no final status within the polling horizon"
     return Settlement(
         delivery.id,
         LeadState.EXPIRED,
@@ -118,24 +144,49 @@ def _expire(delivery: Delivery) -> Settlement:
     )
 
 
+class _Unasked:
+    """A look that never reached the platform: no slot, a failed or unreadable answer."""
+
+
+UNASKED = _Unasked()
+#: what one look says of one delivery
+Look = PollAnswer | _Unasked
+
+
 def _ask(
     ctx: WorkerContext,
     dest: DestinationConfig,
     adapter: Adapter[Any],
     batch: Sequence[Delivery],
     asked: list[tuple[loop.Exchange, set[int]]],
-) -> list[StatusUpdate | None]:
+) -> list[Look]:
     """
-    What the platform says of each delivery: one request for the batch, then
-    one each (at most ALONE_PER_PASS) for those its answer did not cover.
-    Every exchange is appended to `asked` with the deliveries it was about.
+    What the platform says of each delivery. One request for the batch, then
+    the next pages for those it did not reach, for as long as the adapter has
+    a page to offer (`build_poll(…, page=n)` is None past the last), then one
+    request each (at most ALONE_PER_PASS) for those no page reached. Every
+    exchange is appended to `asked` with the deliveries it was about. A
+    delivery no answer covered stays NotSeen; one whose request failed, UNASKED.
     """
-    answers = _ask_once(ctx, dest, adapter, batch, asked)
-    unseen = [i for i, a in enumerate(answers) if isinstance(a, NotSeen)]
+    answers = _ask_once(ctx, dest, adapter, batch, asked) or [UNASKED] * len(batch)
+    page = 1
+    while page < MAX_PAGES and len(unseen := _unseen(answers, paging=True)) > 1:
+        more = _ask_once(ctx, dest, adapter, [batch[i] for i in unseen], asked, page=page)
+        if more is None:
+            break
+        for i, answer in zip(unseen, more, strict=True):
+            answers[i] = answer
+        page += 1
     if len(batch) > 1:
-        for i in unseen[:ALONE_PER_PASS]:
-            answers[i] = _ask_once(ctx, dest, adapter, [batch[i]], asked)[0]
-    return [a if isinstance(a, StatusUpdate) else None for a in answers]
+        for i in _unseen(answers)[:ALONE_PER_PASS]:
+            alone = _ask_once(ctx, dest, adapter, [batch[i]], asked)
+            answers[i] = alone[0] if alone is not None else UNASKED
+    return answers
+
+
+def _unseen(answers: Sequence[Look], *, paging: bool = False) -> list[int]:
+    """Which answers did not cover their delivery (`paging`: and a later page may)."""
+    return [i for i, a in enumerate(answers) if isinstance(a, NotSeen) and not (paging and a.last)]
 
 
 def _ask_once(
@@ -144,11 +195,18 @@ def _ask_once(
     adapter: Adapter[Any],
     batch: Sequence[Delivery],
     asked: list[tuple[loop.Exchange, set[int]]],
-) -> list[PollAnswer]:
-    nothing: list[PollAnswer] = [None] * len(batch)
-    request = adapter.build_poll(batch, dest, ctx.clock())
+    *,
+    page: int = 0,
+) -> list[Look] | None:
+    """
+    One poll request about `batch` (page `page` of a list); the answer per
+    delivery, UNASKED each when the request failed, or None when the adapter
+    has no such page.
+    """
+    nothing: list[Look] = [UNASKED] * len(batch)
+    request = adapter.build_poll(batch, dest, ctx.clock(), page)
     if request is None:
-        return nothing
+        return None if page else nothing
     exchange = loop.send_when_allowed(ctx, dest, adapter, request)
     if exchange is None:
         return nothing
@@ -168,29 +226,28 @@ def _ask_once(
 
 
 def _after_look(
+    adapter: Adapter[Any],
     delivery: Delivery,
-    update: StatusUpdate | None,
+    look: Look,
     dest: DestinationConfig,
     now: datetime,
 ) -> Settlement:
+    """
+    The delivery after one look: its new state and data (`looks` counts the
+    looks that reached it in its current state: one that did not leaves the
+    cadence where it was), and the next look when it is not final, as soon as
+    the adapter asks (an undecided Admitad stage) or `poll_interval`.
+    """
     attempts = delivery.attempt - 1  # a look is not a send
-    next_look = now + timedelta(seconds=dest.poll_interval)
+    update = look if isinstance(look, StatusUpdate) else None
+    state = delivery.state if update is None else update.state
+    looks = int(delivery.data.get("looks", 0)) if state == delivery.state else 0
+    seen = look is None or update is not None
+    data = {**delivery.data, **(update.data if update else {}), "looks": looks + seen}
+    next_look = now + adapter.next_look(delivery, dest, state, data)
     if update is None:
-        return Settlement(
-            delivery.id,
-            delivery.state,
-            attempts,
-            next_look,
-            "",
-            delivery.external_id,
-            dict(delivery.data),
-        )
-    data = {**delivery.data, **update.data}
-    due = (
-        None if update.state in FINAL_STATES and update.state != LeadState.DELIVERED else next_look
-    )
-    if update.state == LeadState.DELIVERED and delivery.state == LeadState.DELIVERED:
-        due = next_look
+        return Settlement(delivery.id, state, attempts, next_look, "", delivery.external_id, data)
+    due = None if state in FINAL_STATES and state != LeadState.DELIVERED else next_look
     outcome = (
         "status"
         if update.state != delivery.state or update.data != delivery.data.get("status")

@@ -70,7 +70,10 @@ def deliver(destination: str) -> dict[str, Any]:
 def poll(destination: str) -> dict[str, int]:
     """Ask the platform about leads it decides later; settle the decided ones."""
     ctx = context.current()
-    return dict(polling.poll(ctx, ctx.settings.destination(destination)))
+    counts = polling.poll(ctx, ctx.settings.destination(destination))
+    if counts.get("next_stage_now"):
+        wake(destination)  # a stage was decided and the next one goes without a pause
+    return dict(counts)
 
 
 @app.task(name="leadrelay.sweep", ignore_result=True, acks_late=True)

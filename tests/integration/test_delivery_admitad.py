@@ -107,7 +107,7 @@ def test_statuses_are_polled_until_final_and_polling_stops(
     assert not polling.poll(ctx, ctx.settings.destination("admitad"))  # nothing left to ask
 
 
-def test_applications_beyond_the_polled_page_are_asked_about_alone(
+def test_applications_beyond_the_first_page_are_found_on_the_next_pages(
     make_ctx: Callable[..., WorkerContext], admitad: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More applications than one page holds (scaled: a page of 4 here, 500 in production)."""
@@ -126,8 +126,8 @@ def test_applications_beyond_the_polled_page_are_asked_about_alone(
         polls = [
             a.request["url"] for a in s.scalars(select(AttemptRow).where(AttemptRow.kind == "poll"))
         ]
-    assert len(polls) == 1 + 6  # the page of 4 newest, then the other 6 one by one
-    assert sum("id=" in url for url in polls) == 6
+    assert len(polls) == 3  # pages of 4, 4 and 2: never one request per application
+    assert sum("id=" in url for url in polls) == 0
 
 
 def test_three_stages_declined_goes_on_at_once_accepted_waits_the_pause(
@@ -152,7 +152,7 @@ def test_three_stages_declined_goes_on_at_once_accepted_waits_the_pause(
     assert t3 - t2 < decide * 2 + pause_3 + 1.5
 
 
-def test_a_program_rule_refusal_names_program_field_and_rule(
+def test_a_stage_whose_every_program_breaks_its_rules_is_rejected_unsent(
     make_ctx: Callable[..., WorkerContext], admitad: str
 ) -> None:
     ctx = make_ctx({"admitad": admitad_table(admitad)})
@@ -163,6 +163,7 @@ def test_a_program_rule_refusal_names_program_field_and_rule(
     (row,) = rows(ctx)
     assert row.state == LeadState.REJECTED
     assert "campaign 17810: first_name: must match ^[a-zA-Z]+$" in row.detail
+    assert row.data["dropped"][0]["campaign_id"] == 17810
     creates = [
         e for e in httpx.get(f"{admitad}/__sandbox__/log").json() if e["path"].endswith("/create/")
     ]
@@ -206,12 +207,18 @@ def test_an_sms_verified_application_waits_for_its_code_then_is_polled(
     delivery.drain(ctx, "admitad")
     (row,) = rows(ctx)
     assert row.state == LeadState.WAITING_CODE and row.external_id
+    # whatever the bank answers (the document: waiting_sms_verification), the lead is polled
     wrong = sms.confirm(ctx, row.external_id, "0000")
-    assert wrong.state == "waiting_code"
-    right = sms.confirm(ctx, row.external_id, "1234")
+    assert wrong.state == "awaiting_status"
+    time.sleep(0.15)
+    polling.poll(ctx, ctx.settings.destination("admitad"))
+    assert rows(ctx)[0].state == LeadState.AWAITING_STATUS  # still waits for verification
+    right = sms.confirm(ctx, row.external_id, "1234")  # another code, before it expires
     assert right.state == "awaiting_status"
     run_until(ctx, lambda rs: rs[0].state in FINAL_STATES)
     assert rows(ctx)[0].state == LeadState.APPROVED
+    late = sms.confirm(ctx, row.external_id, "1234")
+    assert late.state == "unknown"  # a final application takes no code
 
 
 def test_a_code_that_never_comes_expires_the_application(
@@ -226,3 +233,139 @@ def test_a_code_that_never_comes_expires_the_application(
     polling.poll(ctx, ctx.settings.destination("admitad"))
     (row,) = rows(ctx)
     assert (row.state, row.detail) == (LeadState.EXPIRED, "no SMS code in time")
+
+
+def creates(admitad: str) -> list[dict[str, Any]]:
+    return [
+        e for e in httpx.get(f"{admitad}/__sandbox__/log").json() if e["path"].endswith("/create/")
+    ]
+
+
+def test_one_programs_broken_rule_drops_that_program_and_the_stage_goes_to_the_rest(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    """17810 wants a Latin first_name: the stage [17809, 17810] goes to 17809 alone."""
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    Producer(ctx, waker=None).submit_many(
+        "admitad", [admitad_lead(campaigns=[[17809, 17810]], first_name="Иван")]
+    )
+    run_until(ctx, lambda rs: rs[0].state in FINAL_STATES)
+    (row,) = rows(ctx)
+    assert row.state == LeadState.APPROVED
+    assert [r["campaign_id"] for r in row.data["responses"]] == [17809]
+    [dropped] = row.data["dropped"]
+    assert dropped["campaign_id"] == 17810
+    assert "first_name: must match ^[a-zA-Z]+$" in dropped["message"]
+    assert len(creates(admitad)) == 1
+
+
+def test_settings_that_keep_failing_drop_their_program_not_the_lead(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    """17809's settings answer 500 twice: after settings_attempts sends, 16126 gets the stage."""
+    ctx = make_ctx({"admitad": admitad_table(admitad, settings_attempts=2)})
+    producer = Producer(ctx, waker=None)
+    # a first lead settles the token and 16126's settings, so only 17809's fetches remain
+    producer.submit_many("admitad", [admitad_lead(campaigns=[16126])])
+    run_until(ctx, lambda rs: rs[0].state in FINAL_STATES)
+    httpx.post(f"{admitad}/__sandbox__/faults", json={"status": 500, "count": 2})
+    producer.submit_many("admitad", [admitad_lead(campaigns=[[17809, 16126]])])
+    run_until(ctx, lambda rs: len(rs) == 2 and all(r.state in FINAL_STATES for r in rs))
+    row = next(
+        r for r in rows(ctx) if len(r.data.get("responses", [])) != 1 or r.data.get("dropped")
+    )
+    assert [d["campaign_id"] for d in row.data["dropped"]] == [17809]
+    assert "could not be fetched: HTTP 500" in row.data["dropped"][0]["message"]
+    assert [r["campaign_id"] for r in row.data["responses"]] == [16126]
+    assert row.attempts == 2
+
+
+def test_a_lead_that_fills_the_markers_field_is_refused_at_the_door(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    """subid4 carries the relay's marker: a lead's own subid4 would be overwritten."""
+    from worker.errors import LeadInvalid
+
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    with pytest.raises(LeadInvalid) as info:
+        Producer(ctx, waker=None).submit("admitad", admitad_lead(subid4="partner-7"))
+    assert info.value.errors[0].field == "subid4"
+    assert rows(ctx) == []
+
+
+def test_the_first_stage_waits_its_own_pause(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    """`pause` is the pause before the group is sent: stage 1's 2 minutes (1 s here) count."""
+    ctx = make_ctx({"admitad": admitad_table(admitad, pause_minute=0.5)})
+    campaigns = [{"ids": [17809], "pause": 2}, 16633]
+    Producer(ctx, waker=None).submit_many("admitad", [admitad_lead(campaigns=campaigns)])
+    accepted = time.time()
+    assert delivery.drain(ctx, "admitad").requests == 0  # not due yet
+    run_until(ctx, lambda rs: rs[0].state not in ("queued", "sending"))
+    (t1, _), *_ = sends(ctx)
+    assert t1 - accepted >= 1.0
+
+
+def test_a_look_that_never_reached_admitad_keeps_the_quick_cadence(
+    make_ctx: Callable[..., WorkerContext],
+) -> None:
+    """A 500 to a poll is no look: the stage is asked again as soon, not twice as late."""
+    slow = admitad_sandbox.create_app(client_secret="admitad-client-secret", decide_after=60)
+    with serve(slow) as url:
+        ctx = make_ctx({"admitad": admitad_table(url, poll_interval=300, first_look=0.2)})
+        Producer(ctx, waker=None).submit_many("admitad", [admitad_lead(campaigns=[17809, 16633])])
+        delivery.drain(ctx, "admitad")
+        dest = ctx.settings.destination("admitad")
+
+        def look(after: float) -> tuple[int, float]:
+            time.sleep(after)
+            polling.poll(ctx, dest)
+            row = rows(ctx)[0]
+            assert row.due_at is not None
+            return int(row.data["looks"]), (row.due_at - ctx.clock()).total_seconds()
+
+        looks, wait = look(0.25)
+        assert looks == 1 and 0.3 < wait <= 0.41  # seen, undecided: the next look waits 0.4 s
+        httpx.post(f"{url}/__sandbox__/faults", json={"status": 500, "count": 1})
+        looks, wait = look(0.45)
+        assert looks == 1 and 0.3 < wait <= 0.41  # not seen: the same cadence, the count unchanged
+        looks, wait = look(0.45)
+        assert looks == 2 and 0.7 < wait <= 0.81  # seen again: twice as long
+
+
+def test_a_token_endpoint_failing_with_500_is_retried_not_an_auth_pause(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    """Admitad's /token/ answering 500 is a passing failure: no pause, the lead goes later."""
+    from worker.ledger.tables import PauseRow
+
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    httpx.post(f"{admitad}/__sandbox__/faults", json={"status": 500, "count": 1})
+    Producer(ctx, waker=None).submit_many("admitad", [admitad_lead()])
+    delivery.drain(ctx, "admitad")
+    with ctx.sessions() as s:
+        assert s.scalars(select(PauseRow)).all() == []
+    (row,) = rows(ctx)
+    assert row.state == LeadState.RETRY_WAIT and not row.in_doubt
+    run_until(ctx, lambda rs: rs[0].state in FINAL_STATES)
+    assert rows(ctx)[0].state == LeadState.APPROVED
+
+
+def test_a_token_answer_that_holds_no_token_is_retried_not_an_auth_pause(
+    make_ctx: Callable[..., WorkerContext], admitad: str
+) -> None:
+    """A 200 from /token/ with a broken body is a passing failure, not a refusal."""
+    from worker.ledger.tables import PauseRow
+
+    ctx = make_ctx({"admitad": admitad_table(admitad)})
+    httpx.post(
+        f"{admitad}/__sandbox__/faults",
+        json={"status": 200, "body": "<html>busy</html>", "content_type": "text/html"},
+    )
+    Producer(ctx, waker=None).submit_many("admitad", [admitad_lead()])
+    delivery.drain(ctx, "admitad")
+    with ctx.sessions() as s:
+        assert s.scalars(select(PauseRow)).all() == []
+    run_until(ctx, lambda rs: rs[0].state in FINAL_STATES)
+    assert rows(ctx)[0].state == LeadState.APPROVED

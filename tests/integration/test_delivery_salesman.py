@@ -206,3 +206,122 @@ def test_status_live_shows_the_crm_record_with_its_names(
     record = report["platform"][0]["record"]
     assert (record["status"], record["status_name"]) == ("1", "В работе")
     assert KEY not in result.stdout
+
+
+UNPAGED = salesman_sandbox.create_app(
+    login="manager@example.com", api_key=KEY, honours_paging=False
+)
+
+
+@pytest.fixture(scope="module")
+def unpaged_url() -> Iterator[str]:
+    """A CRM whose `list` ignores offset, order and dates, as SalesMan's public source does."""
+    with serve(UNPAGED) as url:
+        yield url
+
+
+@pytest.fixture
+def unpaged(unpaged_url: str) -> str:
+    httpx.post(f"{unpaged_url}/__sandbox__/reset").raise_for_status()
+    return unpaged_url
+
+
+def held_by_crm(lead_id: str) -> int:
+    """How many records of the unpaged CRM carry this lead's marker (all of them, not a page)."""
+    state = UNPAGED.state  # type: ignore[attr-defined]
+    with state.lock:
+        return sum(f"[lr:{lead_id}]" in r["content"] for r in state.store["records"].values())
+
+
+def test_an_in_doubt_lead_is_looked_up_before_a_backlog_buries_it(
+    make_ctx: Callable[..., WorkerContext], unpaged: str
+) -> None:
+    """
+    Its answer lost, then 250 fresh leads queue up: the lookup comes first and
+    finds it on the newest page, so it is never sent twice. Behind the backlog,
+    it would be 250 deep in a list whose pages all repeat the newest 200.
+    """
+    table = salesman_table(unpaged, timeout=0.3, retry_initial=0.1, retry_max=0.1, rate=500)
+    ctx = make_ctx({"salesman": {**table, "burst": 50}})
+    producer = Producer(ctx, waker=None)
+    (first,) = producer.submit_many("salesman", [salesman_lead()])
+    _add_then_cut(unpaged)
+    delivery.drain(ctx, "salesman", budget=1)
+    assert states(ctx) == {"retry_wait": 1}
+    producer.submit_many("salesman", [salesman_lead() for _ in range(250)])
+    time.sleep(0.4)  # the in-doubt lead is due again, after the fresh ones
+    deadline = time.monotonic() + 60
+    while states(ctx) != {"delivered": 251}:
+        assert time.monotonic() < deadline, states(ctx)
+        delivery.drain(ctx, "salesman", budget=300)
+    log = httpx.get(f"{unpaged}/__sandbox__/log").json()
+    assert [e.get("action") for e in log[:3]] == ["add", None, "list"]  # the cut, then the lookup
+    assert held_by_crm(first.lead_id) == 1
+    assert len(adds(unpaged)) == 251
+
+
+def test_an_in_doubt_lead_the_lookup_cannot_reach_is_held_not_sent_twice(
+    make_ctx: Callable[..., WorkerContext], unpaged: str
+) -> None:
+    """250 newer leads arrived from elsewhere: the pages repeat, so it ends dead, in doubt."""
+    ctx = make_ctx({"salesman": salesman_table(unpaged, retry_initial=0.1, retry_max=0.1)})
+    (lead,) = Producer(ctx, waker=None).submit_many("salesman", [salesman_lead()])
+    _add_then_cut(unpaged)
+    delivery.drain(ctx, "salesman", budget=1)
+    httpx.post(f"{unpaged}/__sandbox__/salesman/seed", json={"count": 250}).raise_for_status()
+    deadline = time.monotonic() + 15
+    while states(ctx) != {"dead": 1}:
+        assert time.monotonic() < deadline, states(ctx)
+        delivery.drain(ctx, "salesman", budget=2)
+        time.sleep(0.15)
+    assert len(adds(unpaged)) == 1  # never sent twice
+    with ctx.sessions() as s:
+        row = s.scalars(select(DeliveryRow)).one()
+    assert row.in_doubt
+    assert f"[lr:{lead.lead_id}]" in row.detail
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"code": "400", "text": "Не верный API key"}},
+        {"error": {"code": 401}},
+        {"code": "402"},
+    ],
+)
+def test_an_auth_code_without_result_pauses_and_rejects_nothing(
+    make_ctx: Callable[..., WorkerContext], salesman: str, body: dict[str, object]
+) -> None:
+    """No `result` key, the code alone: the destination pauses and the lead waits."""
+    ctx = make_ctx({"salesman": salesman_table(salesman)})
+    Producer(ctx, waker=None).submit_many("salesman", [salesman_lead()])
+    fault = {"status": 200, "body": json.dumps(body), "content_type": "text/html"}
+    httpx.post(f"{salesman}/__sandbox__/faults", json=fault).raise_for_status()
+    delivery.drain(ctx, "salesman")
+    assert states(ctx) == {"queued": 1}
+    with ctx.sessions() as s:
+        assert ledger.active_pause(s, "salesman", ctx.clock()) is not None
+
+
+def test_reconciliation_brings_in_a_buried_leads_status_by_info(
+    make_ctx: Callable[..., WorkerContext], unpaged: str
+) -> None:
+    """Two delivered leads, 200 newer ones: the list misses the first, info alone finds it."""
+    ctx = make_ctx({"salesman": salesman_table(unpaged, poll_interval=0.01, rate=100)})
+    Producer(ctx, waker=None).submit_many("salesman", [salesman_lead(), salesman_lead()])
+    delivery.drain(ctx, "salesman")
+    with ctx.sessions() as s:
+        ids = list(s.scalars(select(DeliveryRow.external_id).order_by(DeliveryRow.id)))
+    httpx.post(f"{unpaged}/__sandbox__/salesman/seed", json={"count": 200}).raise_for_status()
+    for crm_id in ids:
+        httpx.post(
+            f"{unpaged}/__sandbox__/salesman/status",
+            json={"id": crm_id, "status": "3", "rezult": "1"},
+        ).raise_for_status()
+    time.sleep(0.05)
+    polling.poll(ctx, ctx.settings.destination("salesman"))
+    with ctx.sessions() as s:
+        crm = [r.data.get("crm", {}) for r in s.scalars(select(DeliveryRow))]
+    assert [c.get("status_name") for c in crm] == ["Закрыт", "Закрыт"]
+    actions = [e.get("action") for e in httpx.get(f"{unpaged}/__sandbox__/log").json()]
+    assert actions.count("info") >= 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -170,7 +171,9 @@ def test_campaign_settings_are_served_and_checked(sandbox: str) -> None:
         answers = {p.key: client.send(p.request).text for p in ADAPTER.prerequisites(d, dest)}
     outcome = ADAPTER.check(d, dest, answers)
     assert isinstance(outcome, Rejected)
-    assert outcome.reason == "campaign 17810: first_name: must match ^[a-zA-Z]+$"
+    assert outcome.reason == (
+        "no program of this stage is left: campaign 17810: first_name: must match ^[a-zA-Z]+$"
+    )
 
 
 def test_above_the_rate_admitad_answers_503_and_the_adapter_throttles() -> None:
@@ -197,8 +200,14 @@ def test_repeated_campaigns_keys_are_refused(sandbox: str) -> None:
     assert response.status_code == 400
 
 
-def test_sync_create_then_confirm(sandbox: str) -> None:
-    """A bank waits for the SMS code; a wrong code keeps it waiting, the right one sends it."""
+def test_sync_create_then_confirm_then_the_list_says_whether_the_code_was_right(
+    sandbox: str,
+) -> None:
+    """
+    The bank waits for the SMS code. Admitad answers every confirm as its
+    example does (`waiting_sms_verification`), so both answers mean "poll";
+    only the list shows the application move once the right code came.
+    """
     dest = destination(sandbox)
     d = delivery([65], sms_verification=True)
     with httpx.Client(auth=ADAPTER.auth(dest, CACHE)) as client:
@@ -208,13 +217,23 @@ def test_sync_create_then_confirm(sandbox: str) -> None:
         assert isinstance(waiting, Pending)
         assert waiting.state == LeadState.WAITING_CODE
         assert waiting.external_id is not None
-        wrong = ADAPTER.parse_confirm(
-            client.send(ADAPTER.build_confirm(waiting.external_id, "0000", dest))
-        )
-        right = ADAPTER.parse_confirm(
-            client.send(ADAPTER.build_confirm(waiting.external_id, "1234", dest))
-        )
-    assert isinstance(wrong, Pending)
-    assert wrong.state == LeadState.WAITING_CODE
-    assert isinstance(right, Pending)
-    assert (right.state, right.external_id) == (LeadState.AWAITING_STATUS, waiting.external_id)
+        polled = replace(d, external_id=waiting.external_id, state=LeadState.AWAITING_STATUS)
+
+        def look() -> list[dict[str, object]]:
+            request = ADAPTER.build_poll([polled], dest, datetime.now(UTC))
+            assert request is not None
+            (record,) = client.send(request).json()["results"]
+            return list(record["responses"])
+
+        for code in ("0000", "1234"):
+            answer = ADAPTER.parse_confirm(
+                client.send(ADAPTER.build_confirm(waiting.external_id, code, dest)), dest
+            )
+            assert isinstance(answer, Pending)
+            assert (answer.state, answer.external_id) == (
+                LeadState.AWAITING_STATUS,
+                waiting.external_id,
+            )
+            if code == "0000":
+                assert look() == []  # a wrong code: still waiting for verification
+        assert [r["campaign_id"] for r in look()] == [65]

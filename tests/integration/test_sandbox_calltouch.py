@@ -6,6 +6,8 @@ against it: build_request → send → parse_response → the outcomes we expect
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +16,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from tests.unit.platforms.test_golden_calltouch import (
+    DOC_REQUEST,
+    DOC_SUCCESS,
+    DOC_VALIDATION_ERROR,
+)
 from worker.leads import Delivery, LeadState
 from worker.outcomes import (
     Answer,
@@ -25,16 +32,12 @@ from worker.outcomes import (
     Suspended,
     Throttled,
 )
-from worker.platforms.calltouch import (
-    ADD_PATH,
-    POINTS_EXHAUSTED,
-    RESEND_REASON,
-    CalltouchAdapter,
-    CalltouchDestination,
-)
+from worker.platforms.calltouch import RESEND_REASON, CalltouchAdapter, CalltouchDestination
 from worker.sandbox import calltouch as calltouch_sandbox
 from worker.sandbox import serve
 
+#: the document's path, written out here as the emulator writes it out
+ADD_PATH = "/lead-service/v1/api/customfield/lead/add"
 SITE_ID, TOKEN = "1234", "ct-secret-token"
 UNKNOWN_PHONE = "79990001122"
 FIELDS = {"test_field", "name", "birthday"}
@@ -155,21 +158,7 @@ def test_a_validation_error_has_the_docs_exact_shape(client: httpx.Client) -> No
     lead["addCustomFields"]["customFields"] = []
     response = post(client, {"leads": [lead]})
     assert response.status_code == 400
-    assert response.json() == {
-        "meta": [],
-        "data": {
-            "type": "validationError",
-            "apiErrorData": None,
-            "validationErrorData": {
-                "violations": [
-                    {
-                        "fieldPath": "leads[0].addCustomFields.customFields",
-                        "message": "This value should not be blank.",
-                    }
-                ]
-            },
-        },
-    }
+    assert response.json() == DOC_VALIDATION_ERROR
 
 
 def with_lead(**changes: Any) -> dict[str, Any]:
@@ -229,6 +218,153 @@ def test_an_ordered_fault_comes_back_then_the_emulator_answers_again(
     faulted = post(client, {"leads": [raw_lead()]})
     assert faulted.status_code == 502 and faulted.text == "bad gateway"
     assert post(client, {"leads": [raw_lead()]}).status_code == 200
+
+
+def test_the_emulator_is_written_without_our_adapters() -> None:
+    """Importing the emulator loads no adapter nor any of the loop's modules."""
+    ours = (
+        "worker.platforms",
+        "worker.delivery",
+        "worker.ledger",
+        "worker.polling",
+        "worker.staging",
+    )
+    code = (
+        "import sys, worker.sandbox.calltouch; "
+        f"print(sorted(m for m in sys.modules if m.startswith({ours!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def shape(value: Any) -> Any:
+    """A JSON value with every leaf replaced by its type: what an answer's shape is."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    return type(value).__name__
+
+
+def test_the_docs_request_is_answered_in_the_shape_of_the_docs_answer(
+    client: httpx.Client,
+) -> None:
+    """The doc's body, sent as printed: 200 and the doc's success answer, key for key."""
+    response = post(client, DOC_REQUEST)
+    assert response.status_code == 200
+    body = response.json()
+    assert shape(body) == shape(DOC_SUCCESS)
+    assert list(body["data"]["leads"][0]) == list(DOC_SUCCESS["data"]["leads"][0])
+    assert body["data"]["leads"][0]["requestInfo"] == {"requestId": 1, "requestNumber": "1"}
+
+
+def test_a_call_is_answered_with_the_call_info_the_docs_table_lists(
+    client: httpx.Client,
+) -> None:
+    """A match on a call fills callInfo (callId, callReferenceId, sipCallId), not requestInfo."""
+    lead = {**raw_lead(), "matching": [{"type": "call", "callParams": {"callId": 44}}]}
+    [answer] = post(client, {"leads": [lead]}).json()["data"]["leads"]
+    assert answer["matchedType"] == "call" and answer["requestInfo"] is None
+    assert answer["callInfo"] == {"callId": "44", "callReferenceId": None, "sipCallId": "sip-44"}
+
+
+def test_the_docs_request_as_we_build_it_is_delivered(
+    client: httpx.Client, dest: CalltouchDestination
+) -> None:
+    """The doc's lead through our door and our request: the emulator adds its fields."""
+    [outcome] = outcomes_of(exchange(client, dest, ADAPTER.validate(DOC_REQUEST["leads"][0])))
+    assert isinstance(outcome, Delivered) and outcome.external_id == "1"
+    assert [(e["status"], e["added"]) for e in log(client)] == [(200, 1)]
+
+
+def rule_of(kind: str, **params: Any) -> dict[str, Any]:
+    """A body of one lead whose only matching rule is `kind` with these params."""
+    name = f"{kind}Params"
+    return with_lead(matching=[{"type": kind, name: params}])
+
+
+PHONES = ["79157771122"]
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (rule_of("requestContact", phones=PHONES, tags=["t"]), "requestContactParams.tags"),
+        (
+            rule_of("requestContact", phones=PHONES, tagsLogic="and"),
+            "requestContactParams.tagsLogic",
+        ),
+        (rule_of("callContact", phones=PHONES, emails=["a@b.ru"]), "callContactParams.emails"),
+        (
+            rule_of("callContact", phones=PHONES, md5Phones=["0" * 32]),
+            "callContactParams.md5Phones",
+        ),
+        (
+            rule_of("leadContact", phones=PHONES, md5Phones=["0" * 32]),
+            "leadContactParams.md5Phones",
+        ),
+        (rule_of("request", requestId=1, phones=PHONES), "requestParams.phones"),
+        (rule_of("call", callId=1, searchDepth=5), "callParams.searchDepth"),
+    ],
+    ids=[
+        "requestContact-tags",
+        "requestContact-tagsLogic",
+        "callContact-emails",
+        "callContact-md5",
+        "leadContact-md5",
+        "request-phones",
+        "call-searchDepth",
+    ],
+)
+def test_a_param_the_doc_does_not_show_for_its_type_is_refused(
+    client: httpx.Client, body: dict[str, Any], path: str
+) -> None:
+    """Each params object takes the keys the doc shows for it and no other."""
+    response = post(client, body)
+    assert response.status_code == 400
+    violations = response.json()["data"]["validationErrorData"]["violations"]
+    wanted = {
+        "fieldPath": f"leads[0].matching[0].{path}",
+        "message": "This field was not expected.",
+    }
+    assert wanted in violations
+
+
+def test_a_callcontact_with_only_an_email_has_nothing_to_search_by(client: httpx.Client) -> None:
+    """The doc finds a call by phone and date: e-mails alone leave a callContact blank."""
+    response = post(client, rule_of("callContact", emails=["a@b.ru"]))
+    assert response.status_code == 400
+    paths = [v["fieldPath"] for v in response.json()["data"]["validationErrorData"]["violations"]]
+    assert "leads[0].matching[0].callContactParams" in paths
+
+
+def test_a_long_list_of_phones_is_no_violation(client: httpx.Client) -> None:
+    """The doc caps leads, rules and fields, not the phones of a rule."""
+    phones = [f"7915{n:07d}" for n in range(1001)]
+    lead = {
+        **raw_lead(),
+        "matching": [{"type": "leadContact", "leadContactParams": {"phones": phones}}],
+    }
+    assert post(client, {"leads": [lead]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", ADD_PATH, 405),
+        ("PUT", ADD_PATH, 405),
+        ("POST", ADD_PATH + "/", 404),
+        ("POST", "/lead-service/v1/api/tag/lead/add", 404),
+    ],
+    ids=["get", "put", "trailing-slash", "other-path"],
+)
+def test_only_the_documented_path_and_method_are_served(
+    client: httpx.Client, method: str, path: str, status: int
+) -> None:
+    """POST on the doc's path and nothing else: no redirect to it, no other verb."""
+    response = client.request(method, path, json={"leads": [raw_lead()]}, headers=HEADERS)
+    assert response.status_code == status
+    assert log(client) == []
 
 
 # --- the adapter against the emulator ---------------------------------------------------
@@ -316,6 +452,16 @@ def test_wrong_credentials_suspend_the_destination(
     assert "not-the-token" not in outcome.reason and TOKEN not in outcome.reason
 
 
+def test_a_site_id_the_token_does_not_open_suspends_the_destination(
+    client: httpx.Client, dest: CalltouchDestination
+) -> None:
+    """The emulator's 403 accessDenied is read as refused credentials, not as spent points."""
+    wrong = dest.model_copy(update={"site_id": "9999"})
+    outcome = exchange(client, wrong, ADAPTER.validate(raw_lead()))
+    assert isinstance(outcome, Suspended) and not outcome.until_quota_reset
+    assert "accessDenied" in outcome.reason
+
+
 def test_a_429_from_the_emulator_throttles(
     client: httpx.Client, dest: CalltouchDestination
 ) -> None:
@@ -356,6 +502,16 @@ def test_a_spent_points_budget_suspends_until_the_quota_resets() -> None:
         assert [type(o) for o in outcomes_of(exchange(http, dest, payload))] == [Delivered]
         spent = http.post(url + ADD_PATH, json={"leads": [payload]}, headers=HEADERS)
         assert spent.status_code == 403
-        assert spent.json()["data"]["apiErrorData"]["errorCode"] == POINTS_EXHAUSTED
+        assert spent.json() == {
+            "meta": [],
+            "data": {
+                "type": "apiError",
+                "apiErrorData": {
+                    "errorCode": calltouch_sandbox.POINTS_SPENT,
+                    "errorMessage": "Суточный лимит баллов API исчерпан",
+                },
+                "validationErrorData": None,
+            },
+        }
         outcome = exchange(http, dest, payload)
     assert isinstance(outcome, Suspended) and outcome.until_quota_reset

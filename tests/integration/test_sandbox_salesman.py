@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ import pytest
 from worker.leads import Delivery, LeadState
 from worker.outcomes import Delivered, Failed, NotSeen, Rejected, StatusUpdate, Suspended
 from worker.platforms.salesman import (
+    LOOKUP_PAGES,
     PAGE,
     SalesmanAdapter,
     SalesmanDestination,
@@ -173,17 +174,56 @@ def test_an_unknown_action_answers_402(http: httpx.Client) -> None:
     }
 
 
-def test_an_add_without_title_phone_or_email_is_a_failed_add(
+def test_the_documents_own_get_example_is_accepted(http: httpx.Client) -> None:
+    """The add URL from the document, with this CRM's login and key, adds the lead."""
+    query = (
+        "action=add&title=%D0%90%D0%BD%D0%B4%D1%80%D0%B5%D0%B5%D0%B2+%D0%B2%D0%BB%D0%B0%D0%B4"
+        "%D0%B8%D1%81%D0%BB%D0%B0%D0%B2&email=vladislav%40god.ry&phone=%2B79001234567"
+        "&company=SalesMan&description=The+best+crm+practice&ip=127.0.0.1&country=Ruusia"
+        "&city=Perm&path=Test+Path&partner="
+    )
+    auth = httpx.QueryParams({"login": LOGIN, "apikey": KEY})
+    body = json.loads(http.get(f"{LEADS}?{auth}&{query}").text)
+    assert body["result"]["text"] == "Success"
+    (record,) = [r for r in log(http) if r.get("action") == "add"]
+    assert record["id"] == body["result"]["id"]
+
+
+def test_a_form_field_wins_over_the_same_name_in_the_query(
     http: httpx.Client, dest: SalesmanDestination
 ) -> None:
-    """The failed-add shape has no `result` key; the adapter rejects that lead."""
-    response = http.post(
-        LEADS, data={"login": LOGIN, "apikey": KEY, "action": "add", "company": "ООО"}
+    """PHP's `$_REQUEST`: the POSTed value of a parameter beats the query's."""
+    answer = http.post(
+        LEADS,
+        params={"login": LOGIN, "apikey": "wrong", "action": "stat"},
+        data={"apikey": KEY, "action": "add", "email": "a@b.ru"},
     )
-    body = json.loads(response.text)
-    assert "result" not in body
-    assert body["error"]["code"] == "1"
-    assert isinstance(ADAPTER.parse_response(response, [delivery()], dest)[0], Rejected)  # type: ignore[index]
+    assert json.loads(answer.text)["result"]["text"] == "Success"
+    (record,) = listed(http, dest)
+    assert record["email"] == "a@b.ru"
+
+
+@pytest.mark.parametrize(
+    ("action", "extra"),
+    [
+        ("add", {"name": "Иван"}),  # the document's field is `title`
+        ("add", {"utm_referrer": "x"}),  # in the public source, not in the document
+        ("stat", {"id": "1"}),
+        ("info", {"offset": "0"}),
+        ("list", {"limit": "500"}),
+    ],
+)
+def test_a_parameter_the_document_does_not_give_is_refused(
+    http: httpx.Client, dest: SalesmanDestination, action: str, extra: dict[str, str]
+) -> None:
+    """A misread field fails loudly here instead of vanishing as it would in PHP."""
+    params = {"login": LOGIN, "apikey": KEY, "action": action, "email": "a@b.ru", **extra}
+    if action != "add":
+        params.pop("email")
+    answer = http.post(LEADS, data=params)
+    assert answer.status_code == 400
+    assert next(iter(extra)) in answer.text
+    assert listed(http, dest) == []
 
 
 def test_the_apikey_is_never_logged(http: httpx.Client, dest: SalesmanDestination) -> None:
@@ -375,6 +415,16 @@ def test_info_and_stat_show_the_crm_state(http: httpx.Client, dest: SalesmanDest
     assert stat == {"managers": [{"login": LOGIN, "open": 1, "processed": 1}]}
 
 
+def test_info_answers_with_a_data_array(http: httpx.Client, dest: SalesmanDestination) -> None:
+    """ "В поле “data” приходит массив": one record in an array; an empty one for an unknown id."""
+    crm_id = add(http, dest, delivery()).external_id
+    asked = {"login": LOGIN, "apikey": KEY, "action": "info"}
+    known = json.loads(http.post(LEADS, data={**asked, "id": crm_id}).text)
+    assert isinstance(known["data"], list)
+    assert [r["id"] for r in known["data"]] == [crm_id]
+    assert json.loads(http.post(LEADS, data={**asked, "id": "1"}).text) == {"data": []}
+
+
 def test_info_for_an_unknown_id_has_no_record(
     http: httpx.Client, dest: SalesmanDestination
 ) -> None:
@@ -387,3 +437,179 @@ def test_info_for_an_unknown_id_has_no_record(
 def _open() -> dict[str, str]:
     """The CRM state of a lead nobody has touched, as the ledger keeps it."""
     return {"status": "0", "status_name": "Открыт", "rezult": "", "rezult_name": ""}
+
+
+# --- a CRM that ignores list's paging, order and dates, as the public source does -----
+
+
+@pytest.fixture(scope="module")
+def unpaged_url() -> Iterator[str]:
+    """An emulator whose `list` ignores offset, order, first, dateStart and dateEnd."""
+    app = salesman_sandbox.create_app(login=LOGIN, api_key=KEY, honours_paging=False)
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture
+def unpaged(unpaged_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=unpaged_url, timeout=5) as client:
+        client.post("/__sandbox__/reset").raise_for_status()
+        yield client
+
+
+def test_an_unpaged_list_is_the_newest_200_whatever_is_asked(unpaged: httpx.Client) -> None:
+    """Every page, either order, any dates: the same newest 200 records, newest first."""
+    dest = destination(str(unpaged.base_url))
+    old = seed(unpaged, 50, datum="2026-01-10")
+    new = seed(unpaged, PAGE + 10)
+    newest = [r["id"] for r in listed(unpaged, dest)]
+    assert newest == new[::-1][:PAGE]
+    for kw in (
+        {"page": 1},
+        {"page": 3, "first": "old"},
+        {"date_start": date(2026, 1, 9), "date_end": date(2026, 1, 11)},
+    ):
+        assert [r["id"] for r in listed(unpaged, dest, **kw)] == newest
+    assert old[0] not in newest
+
+
+def lookup_pages(client: httpx.Client, dest: SalesmanDestination, lead: Delivery) -> list[Any]:
+    """The lookup's verdict page after page, as the delivery loop reads them."""
+    verdicts: list[Any] = []
+    for page in range(LOOKUP_PAGES):
+        request = ADAPTER.build_lookup(lead, dest, datetime.now(UTC), page)
+        assert request is not None
+        verdicts.append(ADAPTER.parse_lookup(client.send(request), lead, dest))
+        if not isinstance(verdicts[-1], NotSeen):
+            break
+    return verdicts
+
+
+def test_an_unpaged_crm_never_makes_a_buried_lead_look_absent(unpaged: httpx.Client) -> None:
+    """Our add landed, 250 came after it: the pages repeat, so the lead is held, not resent."""
+    dest = destination(str(unpaged.base_url))
+    lead = delivery()
+    unpaged.post("/__sandbox__/faults", json={"handle": True, "cut": True}).raise_for_status()
+    with pytest.raises(httpx.HTTPError):
+        unpaged.send(ADAPTER.build_request([lead], dest))
+    seed(unpaged, 250)
+    *looked, last = lookup_pages(unpaged, dest, lead)
+    assert looked == [NotSeen()] * (LOOKUP_PAGES - 1)
+    assert isinstance(last, Rejected)
+    assert last.state == LeadState.DEAD
+    assert marker(lead.lead_id) in last.reason
+
+
+def test_an_unpaged_crm_shows_a_lead_on_its_newest_page(unpaged: httpx.Client) -> None:
+    """Looked up before newer leads bury it, the lead is on the one page there is."""
+    dest = destination(str(unpaged.base_url))
+    seed(unpaged, PAGE + 50)
+    lead = delivery()
+    outcome = add(unpaged, dest, lead)
+    (found,) = lookup_pages(unpaged, dest, lead)
+    assert isinstance(found, Delivered)
+    assert found.external_id == outcome.external_id
+
+
+def test_an_unpaged_crm_with_few_leads_proves_a_lead_absent(unpaged: httpx.Client) -> None:
+    """Fewer than 200 records in all: the page is the whole CRM, so the lead is not there."""
+    dest = destination(str(unpaged.base_url))
+    seed(unpaged, 30)
+    assert lookup_pages(unpaged, dest, delivery()) == [None]
+
+
+def test_an_unpaged_crm_whose_page_reaches_old_records_proves_a_lead_absent(
+    unpaged: httpx.Client,
+) -> None:
+    """The newest 200 go back past the lead's time: had it arrived, it would be among them."""
+    dest = destination(str(unpaged.base_url))
+    seed(unpaged, PAGE + 20, datum="2026-01-10")
+    assert lookup_pages(unpaged, dest, delivery()) == [None]
+
+
+def test_an_unpaged_crm_that_shows_ignored_filters_holds_the_lead_at_once(
+    unpaged: httpx.Client,
+) -> None:
+    """Yesterday's records against our "after the day before": pages repeat; one look is enough."""
+    dest = destination(str(unpaged.base_url))
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    seed(unpaged, PAGE, datum=yesterday)
+    (held,) = lookup_pages(unpaged, dest, delivery())
+    assert isinstance(held, Rejected)
+    assert "repeat" in held.reason
+
+
+def test_a_paged_crm_finds_a_buried_lead_pages_further(
+    http: httpx.Client, dest: SalesmanDestination
+) -> None:
+    """The same 250 newer leads, a CRM that pages: found on page 1, never held."""
+    lead = delivery()
+    outcome = add(http, dest, lead)
+    seed(http, 250)
+    assert lookup_pages(http, dest, lead)[:1] == [NotSeen()]
+    found = lookup_pages(http, dest, lead)[-1]
+    assert isinstance(found, Delivered)
+    assert found.external_id == outcome.external_id
+
+
+def test_a_paged_crm_deeper_than_the_lookup_reads_holds_the_lead(
+    http: httpx.Client, dest: SalesmanDestination
+) -> None:
+    """Buried under more than LOOKUP_PAGES pages: held (dead, in doubt), never sent blind."""
+    lead = delivery()
+    add(http, dest, lead)
+    seed(http, PAGE * LOOKUP_PAGES + 1)
+    *looked, last = lookup_pages(http, dest, lead)
+    assert looked == [NotSeen()] * (LOOKUP_PAGES - 1)
+    assert isinstance(last, Rejected)
+    assert last.state == LeadState.DEAD
+
+
+def test_reconciliation_reaches_a_buried_lead_by_info_on_an_unpaged_crm(
+    unpaged: httpx.Client,
+) -> None:
+    """Not on the one page there is: NotSeen, then info alone brings its status in."""
+    dest = destination(str(unpaged.base_url))
+    first, second = delivery(), delivery()
+    ids = [add(unpaged, dest, d).external_id for d in (first, second)]
+    seed(unpaged, PAGE)
+    for crm_id in ids:
+        moved = {"id": crm_id, "status": "3", "rezult": "2"}
+        unpaged.post("/__sandbox__/salesman/status", json=moved).raise_for_status()
+    batch = [
+        replace(d, external_id=i, state=LeadState.DELIVERED)
+        for d, i in zip((first, second), ids, strict=True)
+    ]
+    request = ADAPTER.build_poll(batch, dest, datetime.now(UTC))
+    assert request is not None
+    answers = ADAPTER.parse_poll(unpaged.send(request), batch, dest)
+    assert answers == [NotSeen(), NotSeen()]
+    alone = ADAPTER.build_poll(batch[:1], dest, datetime.now(UTC))
+    assert alone is not None
+    (update,) = ADAPTER.parse_poll(unpaged.send(alone), batch[:1], dest)  # type: ignore[misc]
+    assert isinstance(update, StatusUpdate)
+    assert update.detail == "Закрыт/Дубль"
+    assert [e["action"] for e in log(unpaged)][-2:] == ["list", "info"]
+
+
+def test_reconciliation_pages_on_a_paged_crm(http: httpx.Client, dest: SalesmanDestination) -> None:
+    """Page 0 misses the older lead, page 1 has it."""
+    first, second = delivery(), delivery()
+    crm_first = add(http, dest, first).external_id
+    seed(http, PAGE)
+    crm_second = add(http, dest, second).external_id
+    http.post("/__sandbox__/salesman/status", json={"id": crm_first, "status": "1"})
+    batch = [
+        replace(first, external_id=crm_first, state=LeadState.DELIVERED),
+        replace(second, external_id=crm_second, state=LeadState.DELIVERED),
+    ]
+    now = datetime.now(UTC)
+    page0 = ADAPTER.build_poll(batch, dest, now)
+    assert page0 is not None
+    missed, seen = ADAPTER.parse_poll(http.send(page0), batch, dest)  # type: ignore[misc]
+    assert missed == NotSeen()
+    assert isinstance(seen, StatusUpdate) and seen.detail == "Открыт"
+    page1 = ADAPTER.build_poll(batch, dest, now, page=1)
+    assert page1 is not None
+    update, _ = ADAPTER.parse_poll(http.send(page1), batch, dest)  # type: ignore[misc]
+    assert isinstance(update, StatusUpdate) and update.detail == "В работе"

@@ -92,7 +92,7 @@ def calltouch_leads(base: int, count: int) -> list[dict[str, Any]]:
         out.append(
             {
                 "matching": [
-                    {"type": "callContact", "callContactParams": {"phones": [p], "emails": [e]}}
+                    {"type": "leadContact", "leadContactParams": {"phones": [p], "emails": [e]}}
                 ],
                 "addCustomFields": {"customFields": [{"field": "stage", "value": "won"}]},
             }

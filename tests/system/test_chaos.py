@@ -245,7 +245,10 @@ class Platforms:
 @pytest.fixture
 def platforms() -> Iterator[Platforms]:
     apps = {
-        "kuper": kuper_sandbox.create_app(username="partner", password="kuper-secret-pw"),
+        # the source has Kuper's "Дедублицировать всегда" on, and the destination says so
+        "kuper": kuper_sandbox.create_app(
+            username="partner", password="kuper-secret-pw", deduplicate=True
+        ),
         "calltouch": calltouch_sandbox.create_app("1234", "calltouch-secret-token"),
         "salesman": salesman_sandbox.create_app("manager@example.com", "salesman-secret-apikey"),
         "admitad": admitad_sandbox.create_app(
@@ -260,7 +263,7 @@ def platforms() -> Iterator[Platforms]:
 def tables(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
     common = {"timeout": 2, "max_attempts": 12, "retry_initial": 0.3, "retry_max": 2}
     return {
-        "kuper": kuper_table(urls["kuper"], **common),
+        "kuper": kuper_table(urls["kuper"], deduplicate=True, **common),
         "calltouch": calltouch_table(urls["calltouch"], **common),
         "salesman": salesman_table(urls["salesman"], **common),
         "admitad": admitad_table(urls["admitad"], **common),
@@ -376,13 +379,15 @@ def held_at_platforms(platforms: Platforms, ids: dict[str, str]) -> dict[str, Co
                 held["salesman"][lead_id] += 1
     with st["admitad"].lock:
         for app in st["admitad"].store["applications"].values():
-            if app.get("subid4"):
-                held["admitad"][str(app["subid4"])] += 1
+            if app.fields.get("subid4"):
+                held["admitad"][str(app.fields["subid4"])] += 1
     with st["kuper"].lock:
-        kuper_keys = set(st["kuper"].store["candidates"])
+        kuper_keys = Counter(
+            {key: len(created) for key, created in st["kuper"].store["candidates"].items()}
+        )
     with st["calltouch"].lock:
         calltouch_keys = set(st["calltouch"].store["fields"])
-    return {**held, "kuper_keys": Counter(kuper_keys), "calltouch_keys": Counter(calltouch_keys)}
+    return {**held, "kuper_keys": kuper_keys, "calltouch_keys": Counter(calltouch_keys)}
 
 
 def platform_key(platform: str, payload: dict[str, Any]) -> str:
@@ -584,9 +589,7 @@ def _tally(
         c = t.per_platform[platform]
         t.flagged_in_doubt += in_doubt
         if platform in ("kuper", "calltouch"):
-            times = (
-                1 if platform_key(platform, payloads[lead_id]) in held[f"{platform}_keys"] else 0
-            )
+            times = held[f"{platform}_keys"][platform_key(platform, payloads[lead_id])]
         else:
             times = held[platform][lead_id]
         if times > 1:

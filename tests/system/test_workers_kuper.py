@@ -2,7 +2,9 @@
 The promise, with real processes: `celery -A worker worker` (4 prefork
 processes) and `celery -A worker beat` against real PostgreSQL and Redis and
 the Kuper emulator. Nothing accepted is lost: not to a 429, not to a worker
-killed mid-request, not to a Redis that forgets every message.
+killed mid-request, not to a Redis that forgets every message. A lead sent
+again after its worker died is at Kuper once where the source deduplicates,
+and flagged in doubt wherever Kuper may hold it twice.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from producers.client import Producer
 from tests.factories import kuper_lead, kuper_table
 from tests.system.conftest import Relay
 from worker.context import WorkerContext, build
-from worker.ledger.tables import DeliveryRow
+from worker.ledger.tables import DeliveryRow, LeadRow
 from worker.sandbox import kuper as kuper_sandbox
 from worker.sandbox import serve
+from worker.sandbox.common import SandboxState
 from worker.settings import load, parse_destinations
 
 IMPORT = "/partner-candidate/v2/leads/import"
@@ -125,12 +128,57 @@ def test_a_429_with_retry_after_2_stops_every_worker_for_2_seconds(
     assert created_at_kuper(kuper) == 200
 
 
+@pytest.mark.parametrize("deduplicate", [True, False], ids=["deduplicating", "not-deduplicating"])
 def test_a_worker_killed_mid_batch_loses_no_lead(
-    relay_factory: Callable[..., Relay], producer_ctx: Callable[..., WorkerContext], kuper: str
+    relay_factory: Callable[..., Relay],
+    producer_ctx: Callable[..., WorkerContext],
+    deduplicate: bool,
 ) -> None:
-    tables = {"kuper-sys": kuper_table(kuper, batch_size=20, timeout=2, rate=50, concurrency=4)}
+    """
+    The source with "Дедублицировать всегда" on: every lead once. Without it:
+    every lead delivered, and each one Kuper holds twice (sent again after its
+    answer was lost) is flagged in doubt.
+    """
+    app = kuper_sandbox.create_app(
+        username="partner", password="kuper-secret-pw", deduplicate=deduplicate
+    )
+    with serve(app) as kuper:
+        ctx = killed_mid_batch(relay_factory, producer_ctx, kuper, deduplicate)
+    state: SandboxState = app.state  # type: ignore[attr-defined]
+    with state.lock:
+        twice = {key for key, made in state.store["candidates"].items() if len(made) > 1}
+    if deduplicate:
+        assert not twice  # Kuper deduplicates: a resent lead never doubles
+        return
+    with ctx.sessions() as s:
+        rows = s.execute(
+            select(LeadRow.payload, DeliveryRow.in_doubt).join(
+                DeliveryRow, DeliveryRow.lead_id == LeadRow.id
+            )
+        ).all()
+    keys = {f"{p['utm']['utm_source']}:{p['phone']}": doubt for p, doubt in rows}
+    assert twice, "the lost answers made no lead twice: the test proves nothing"
+    assert all(keys[key] for key in twice), "a lead at Kuper twice is not flagged in doubt"
+
+
+def killed_mid_batch(
+    relay_factory: Callable[..., Relay],
+    producer_ctx: Callable[..., WorkerContext],
+    kuper: str,
+    deduplicate: bool,
+) -> WorkerContext:
+    """
+    200 leads, a worker SIGKILLed while it holds leases, another one started;
+    two answers lost on the way back.
+    """
+    table = kuper_table(
+        kuper, batch_size=20, timeout=2, rate=50, concurrency=4, deduplicate=deduplicate
+    )
+    tables = {"kuper-sys": table}
     relay = start(relay_factory(tables))
     httpx.post(f"{kuper}/__sandbox__/faults", json={"delay": 1.5, "handle": True, "count": 4})
+    # and two batches whose answers are lost after Kuper took them
+    httpx.post(f"{kuper}/__sandbox__/faults", json={"cut": True, "handle": True, "count": 2})
     ctx = producer_ctx(tables)
     Producer(ctx).submit_many("kuper-sys", [kuper_lead() for _ in range(200)])
     deadline = time.monotonic() + 20
@@ -144,7 +192,13 @@ def test_a_worker_killed_mid_batch_loses_no_lead(
 
     final = wait_until(ctx, lambda c: c.get("delivered", 0) + c.get("rejected", 0) == 200, 90)
     assert final.get("delivered") == 200
-    assert created_at_kuper(kuper) == 200  # Kuper deduplicates: a resent lead never doubles
+    with ctx.sessions() as s:
+        flagged = s.scalar(
+            select(func.count()).select_from(DeliveryRow).where(DeliveryRow.in_doubt)
+        )
+    # every candidate past the 200 is a lead sent again after its answer was lost
+    assert 200 <= created_at_kuper(kuper) <= 200 + (0 if deduplicate else flagged or 0)
+    return ctx
 
 
 def test_redis_flushed_mid_run_loses_no_lead(

@@ -10,6 +10,7 @@ from worker.ledger.store import (
     clear_pause,
     count_requeue,
     due_counts,
+    extend_lease,
     insert_leads,
     lease_waiting,
     pauses,
@@ -23,6 +24,7 @@ from worker.ledger.store import (
     set_pause,
     settle,
     sweep_expired_leases,
+    unlease,
 )
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "clear_pause",
     "count_requeue",
     "due_counts",
+    "extend_lease",
     "insert_leads",
     "lease_waiting",
     "pauses",
@@ -48,4 +51,5 @@ __all__ = [
     "set_pause",
     "settle",
     "sweep_expired_leases",
+    "unlease",
 ]

@@ -63,6 +63,8 @@ class NewLead:
     idempotency_key: str | None = None
     #: deliveries to create: 1, or one per stage of a staged application
     stages: int = 1
+    #: how long after acceptance the first delivery is due (Admitad: stage 1's pause)
+    delay: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +227,7 @@ def _bulk_insert(
 
 
 def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime) -> None:
-    single = [lead.id for lead in leads if lead.stages <= 1]
+    single = [lead.id for lead in leads if lead.stages <= 1 and not lead.delay]
     if single:
         # One statement from the rows just written: no per-row parameters to send.
         session.execute(
@@ -258,14 +260,15 @@ def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime
                 ).where(_among(session, LeadRow.id, single)),
             )
         )
+    # staged leads, and a single delivery due later (its first stage's pause): one row each
     staged: list[dict[str, Any]] = [
         {
             "lead_id": lead.id,
             "destination": lead.destination,
             "stage": stage,
-            "state": LeadState.QUEUED if stage == 1 else LeadState.HELD,
+            "state": LeadState.QUEUED if stage <= 1 else LeadState.HELD,
             "attempts": 0,
-            "due_at": now if stage == 1 else None,
+            "due_at": now + lead.delay if stage <= 1 else None,
             "in_doubt": False,
             "detail": "",
             "data": {},
@@ -273,8 +276,8 @@ def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime
             "updated_at": now,
         }
         for lead in leads
-        if lead.stages > 1
-        for stage in range(1, lead.stages + 1)
+        if lead.stages > 1 or lead.delay
+        for stage in (range(1, lead.stages + 1) if lead.stages > 1 else [0])
     ]
     if staged:
         _bulk_insert(session, DeliveryRow, staged)
@@ -336,14 +339,35 @@ def claim_due(
     keep_state: bool = False,
 ) -> list[Delivery]:
     """
-    Lease up to `limit` due deliveries of one destination to `owner`, oldest due first.
+    Lease up to `limit` due deliveries of one destination to `owner`: in-doubt
+    ones first, then the oldest due (in doubt first, then due_at, id).
 
-    A send claim moves them to `sending`; a poll claim (`keep_state`) leaves
-    their state and only takes the lease.
+    An in-doubt delivery's next step is a lookup at a platform without
+    deduplication, and the longer it waits behind fresh leads, the deeper newer
+    leads bury it in the platform's list, until the lookup cannot reach it. Two
+    passes, each an index walk that stops at its limit: the in-doubt rows by
+    their partial index (ix_deliveries_in_doubt_due), then the others by
+    ix_deliveries_due; one ORDER BY in_doubt over both would sort the whole due
+    backlog on every claim. A send claim moves them to `sending`; a poll claim
+    (`keep_state`) leaves their state and only takes the lease.
     """
-    due = (
+    claimed: list[Delivery] = []
+    # `in_doubt` as it stands (SQLite: `in_doubt = 1`), so both dialects match the index's WHERE
+    for doubt in (DeliveryRow.in_doubt, ~DeliveryRow.in_doubt):
+        if len(claimed) < limit:
+            due = _due(destination, states, now, doubt, limit - len(claimed))
+            claimed += _lease(session, due, now, lease, owner, keep_state)
+    return claimed
+
+
+def _due(
+    destination: str, states: Iterable[LeadState], now: datetime, doubt: Any, limit: int
+) -> Any:
+    """The ids of up to `limit` due, unleased deliveries matching `doubt`, oldest due first."""
+    return (
         select(DeliveryRow.id)
         .where(
+            doubt,
             DeliveryRow.destination == destination,
             DeliveryRow.state.in_([str(s) for s in states]),
             DeliveryRow.due_at <= now,
@@ -353,6 +377,12 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+
+
+def _lease(
+    session: Session, due: Any, now: datetime, lease: timedelta, owner: str, keep_state: bool
+) -> list[Delivery]:
+    """Lease the rows `due` selects; the deliveries with their leads' payloads, by id."""
     if session.get_bind().dialect.name == "sqlite":
         # SQLite's RETURNING sees only the updated table: the payloads are a second read
         rows = session.execute(
@@ -709,25 +739,68 @@ def lease_waiting(
     session: Session,
     external_id: str,
     *,
-    state: LeadState,
+    states: Iterable[LeadState],
     owner: str,
     now: datetime,
     lease: timedelta,
-) -> tuple[str, Delivery] | None:
-    """Lease the delivery in `state` that the platform knows as `external_id`: (destination, it)."""
+) -> tuple[str, Delivery, datetime | None] | None:
+    """
+    Lease the delivery in one of `states` that the platform knows as
+    `external_id`, keeping its state: (destination, it, its due time).
+    """
     row = session.execute(
         update(DeliveryRow)
         .where(
             DeliveryRow.external_id == external_id,
-            DeliveryRow.state == str(state),
+            DeliveryRow.state.in_([str(s) for s in states]),
             or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
         )
         .values(lease_until=now + lease, lease_owner=owner, updated_at=now)
-        .returning(*_DELIVERY_COLUMNS, DeliveryRow.destination)
+        .returning(*_DELIVERY_COLUMNS, DeliveryRow.destination, DeliveryRow.due_at)
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
         return None
     lead = session.get(LeadRow, row.lead_id)
     assert lead is not None  # noqa: S101 - the foreign key guarantees it
-    return row.destination, _delivery(row, lead.payload, lead.created_at)
+    return row.destination, _delivery(row, lead.payload, lead.created_at), row.due_at
+
+
+def unlease(session: Session, owner: str, ids: Sequence[int], now: datetime) -> int:
+    """Give leased deliveries back exactly as they were (state and due time untouched)."""
+    if not ids:
+        return 0
+    result = session.execute(
+        update(DeliveryRow)
+        .where(DeliveryRow.id.in_(ids), DeliveryRow.lease_owner == owner)
+        .values(lease_until=None, lease_owner=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def extend_lease(
+    session: Session, owner: str, ids: Sequence[int], *, until: datetime, now: datetime
+) -> bool:
+    """
+    Hold `owner`'s claim on `ids` until `until`; False (nothing changed) unless
+    every one of them is still leased to `owner` and not yet expired: a row the
+    sweeper may already have taken back is never sent under an old claim.
+    """
+    if not ids:
+        return True
+    still = and_(
+        DeliveryRow.id.in_(ids),
+        DeliveryRow.lease_owner == owner,
+        DeliveryRow.lease_until > now,
+    )
+    held = session.scalar(select(func.count()).select_from(DeliveryRow).where(still))
+    if held != len(ids):
+        return False
+    session.execute(
+        update(DeliveryRow)
+        .where(still)
+        .values(lease_until=until, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return True

@@ -97,6 +97,15 @@ class DeliveryRow(Base):
     __table_args__ = (
         # claims, sweeps and counts all filter on destination and state first
         Index("ix_deliveries_due", "destination", "state", "due_at"),
+        # the in-doubt rows claims take first (store.claim_due): few, so a partial index
+        Index(
+            "ix_deliveries_in_doubt_due",
+            "destination",
+            "state",
+            "due_at",
+            postgresql_where=text("in_doubt"),
+            sqlite_where=text("in_doubt = 1"),
+        ),
         UniqueConstraint("lead_id", "stage", name="uq_deliveries_lead_stage"),
         Index(
             "ix_deliveries_external_id",

@@ -27,7 +27,15 @@ from pydantic import BaseModel, ValidationError
 from worker.config import DestinationConfig
 from worker.errors import FieldError, LeadInvalid, PlatformContractError
 from worker.leads import Delivery, LeadState, Platform
-from worker.outcomes import Answer, Failed, LeadOutcome, NotSeen, PollAnswer, Throttled
+from worker.outcomes import (
+    Answer,
+    Failed,
+    LeadOutcome,
+    Narrowed,
+    NotSeen,
+    PollAnswer,
+    Throttled,
+)
 
 D = TypeVar("D", bound=DestinationConfig)
 
@@ -70,10 +78,23 @@ class Adapter(ABC, Generic[D]):
     deduplicates: ClassVar[bool] = False
     #: True when delivered leads are polled afterwards for the platform's own status
     reconciles: ClassVar[bool] = False
+    #: the most due deliveries one polling pass claims and asks about
+    poll_batch: ClassVar[int] = 100
 
     @abstractmethod
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Check one lead against its documented rules; the normalised lead, or LeadInvalid."""
+
+    def validate_for(self, raw: Mapping[str, Any], dest: D) -> dict[str, Any]:
+        """
+        `validate`, plus the rules of this destination's own settings (Admitad:
+        the marker's field must be left to us). Intake calls this one.
+        """
+        return self.validate(raw)
+
+    def deduplicates_for(self, dest: D) -> bool:
+        """Whether this destination deduplicates; by default the class's (Kuper: per source)."""
+        return self.deduplicates
 
     @abstractmethod
     def build_request(self, deliveries: Sequence[Delivery], dest: D) -> httpx.Request:
@@ -110,9 +131,15 @@ class Adapter(ABC, Generic[D]):
         return None
 
     def build_poll(
-        self, deliveries: Sequence[Delivery], dest: D, now: datetime
+        self, deliveries: Sequence[Delivery], dest: D, now: datetime, page: int = 0
     ) -> httpx.Request | None:
-        """A request asking for the status of leads the platform decides later."""
+        """
+        A request asking for the status of leads the platform decides later.
+        `page`: the next page of a list, after `parse_poll` said NotSeen of some
+        on the page before; None when there is no further page to read. Asked
+        about one delivery alone, the adapter may use a request for that one
+        record (SalesMan's `info`, Admitad's `?id=`).
+        """
         return None
 
     def parse_poll(
@@ -129,10 +156,18 @@ class Adapter(ABC, Generic[D]):
         """What must be known before this delivery is sent (fetched and cached by the loop)."""
         return ()
 
-    def check(self, delivery: Delivery, dest: D, answers: Mapping[str, str]) -> LeadOutcome | None:
+    def check(
+        self,
+        delivery: Delivery,
+        dest: D,
+        answers: Mapping[str, str],
+        failed: Mapping[str, str] | None = None,
+    ) -> LeadOutcome | Narrowed | None:
         """
-        With the prerequisites' answers (body text by key): None to send the
-        lead, or the outcome that settles it without sending (a program's rule broken).
+        With the prerequisites' answers (body text by key) and the ones that
+        could not be fetched (`failed`: key → why): None to send the lead as it
+        is; Narrowed to send it with less (Admitad: without a program whose own
+        rule it breaks); or the outcome that settles it without sending.
         """
         return None
 
@@ -143,6 +178,20 @@ class Adapter(ABC, Generic[D]):
     def parse_info(self, response: httpx.Response) -> Mapping[str, Any]:
         """The platform's record, as plain data (redacted before it is shown)."""
         return {}
+
+    def first_delay(self, payload: Mapping[str, Any], dest: D) -> timedelta:
+        """How long after acceptance the lead's first delivery is due (Admitad: stage 1's pause)."""
+        return timedelta(0)
+
+    def next_look(
+        self, delivery: Delivery, dest: D, state: LeadState, data: Mapping[str, Any]
+    ) -> timedelta:
+        """
+        After a status look left `delivery` in `state` with `data` (`data["looks"]`:
+        looks so far), how long until the next: `poll_interval` unless the
+        platform has reason to look sooner (Admitad: a stage still undecided).
+        """
+        return timedelta(seconds=dest.poll_interval)
 
     def stages(self, payload: Mapping[str, Any], dest: D) -> int:
         """How many deliveries a lead makes: 1, or its number of stages (staged Admitad)."""

@@ -35,7 +35,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import httpx
 from pydantic import (
@@ -157,6 +157,26 @@ Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", 
 Md5 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$", to_lower=True)]
 Id = Annotated[StrictInt, Field(gt=0)]
 CustomValue = Annotated[str | int | float, PlainValidator(_custom_value)]
+#: Calltouch reads an empty array as blank ("This value should not be blank."): at least one
+Phones = Annotated[list[Phone], Field(min_length=1)]
+Emails = Annotated[list[Email], Field(min_length=1)]
+Tags = Annotated[list[Text], Field(min_length=1)]
+TagsLogic = Literal["and", "or"]
+#: where the doc's example shows `tags` and `tagsLogic`
+_TAGS_SHOWN = "Calltouch's doc shows tags and tagsLogic on request and leadContact only"
+
+
+def _refused(rule: str) -> PlainValidator:
+    """
+    A key a producer may expect by analogy but Calltouch's doc does not show on
+    this params object: refused at the door with `rule` (Calltouch itself would
+    refuse the whole request), whatever its value, null included.
+    """
+
+    def refuse(value: Any) -> None:
+        raise ValueError(rule)
+
+    return PlainValidator(refuse)
 
 
 class _Wire(BaseModel):
@@ -175,50 +195,75 @@ class RequestParams(_Wire):
     """`request`: the request with this Calltouch id, optionally only with these tags."""
 
     request_id: Id
-    tags: list[Text] | None = None
-    tags_logic: Literal["and", "or"] | None = None
+    tags: Tags | None = None
+    tags_logic: TagsLogic | None = None
 
 
 class _ContactParams(_Wire):
-    """Find by phone or e-mail near a date, within `searchDepth` minutes."""
+    """
+    Find by contact near a date, within `searchDepth` minutes. Each type
+    searches by its own keys (`criteria`); at least one of them must be given.
+    """
 
-    phones: Annotated[list[Phone], Field(min_length=1)] | None = None
-    emails: Annotated[list[Email], Field(min_length=1)] | None = None
+    #: the keys this type searches by, as field names
+    criteria: ClassVar[tuple[str, ...]] = ("phones",)
+
+    phones: Phones | None = None
     date: Text | None = None
     search_depth: Id | None = None
-    tags: list[Text] | None = None
-    tags_logic: Literal["and", "or"] | None = None
-
-    def _has_criteria(self) -> bool:
-        return bool(self.phones or self.emails)
 
     @model_validator(mode="after")
     def _something_to_search_by(self) -> Self:
-        if not self._has_criteria():
-            raise ValueError("needs phones or emails to search by")
+        if not any(getattr(self, name) for name in self.criteria):
+            keys = [to_camel(name) for name in self.criteria]
+            words = keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " or " + keys[-1]
+            raise ValueError(f"needs {words} to search by")
         return self
 
 
 class CallContactParams(_ContactParams):
-    """`callContact`: a call from one of these phones."""
+    """
+    `callContact`: a call from one of these phones. The doc finds a call "по
+    номеру телефона / дате", so an e-mail is refused rather than sent.
+    """
 
+    emails: Annotated[
+        None, _refused("not taken by callContact: Calltouch finds a call by phone and date")
+    ] = Field(default=None, exclude=True)
+    tags: Tags | None = None
+    tags_logic: TagsLogic | None = None
     call_type_to_match: Text | None = None
 
 
 class RequestContactParams(_ContactParams):
-    """`requestContact`: a request with one of these phones (plain or md5) or e-mails."""
+    """
+    `requestContact`: a request with one of these phones (plain or md5) or
+    e-mails. The doc's example shows no tags here (only on `request` and
+    `leadContact`), so they are refused rather than sent.
+    """
 
+    criteria = ("phones", "emails", "md5_phones")
+
+    emails: Emails | None = None
     md5_phones: Annotated[list[Md5], Field(min_length=1)] | None = None
     request_type_to_match: Text | None = None
-
-    def _has_criteria(self) -> bool:
-        return bool(self.phones or self.emails or self.md5_phones)
+    tags: Annotated[None, _refused(f"not taken by requestContact: {_TAGS_SHOWN}")] = Field(
+        default=None, exclude=True
+    )
+    tags_logic: Annotated[None, _refused(f"not taken by requestContact: {_TAGS_SHOWN}")] = Field(
+        default=None, exclude=True
+    )
 
 
 class LeadContactParams(_ContactParams):
     """`leadContact`: a call or a request with one of these phones or e-mails."""
 
+    criteria = ("phones", "emails")
+
+    emails: Emails | None = None
     search_among_phones_in_text: StrictBool | None = None
+    tags: Tags | None = None
+    tags_logic: TagsLogic | None = None
     lead_type_to_match: Text | None = None
 
 

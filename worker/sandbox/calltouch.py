@@ -1,35 +1,75 @@
 """
-An emulator of Calltouch's `POST /lead-service/v1/api/customfield/lead/add`.
+An emulator of Calltouch's `POST /lead-service/v1/api/customfield/lead/add`,
+written from Calltouch's document ("Добавление пользовательских полей к
+лидам") alone: no path, limit or code here comes from our adapter, so an
+adapter that misreads the document fails against it.
 
-As strict as Calltouch's document, in this order:
+What the document shows, enforced in this order:
 
-* 5 requests a second per source IP: beyond that, 429 ("5 выполнятся сразу, а
+* the one path and method it gives: another method is 405, another path (a
+  trailing slash too) 404;
+* 5 requests a second per source IP; beyond that 429 ("5 выполнятся сразу, а
   остальные ... 429"), whatever the request;
-* headers `Access-Token` and `SiteId`: a wrong or missing token is 401, a
-  wrong or missing SiteId 403, both with an `apiError` body;
-* a daily points budget per SiteId (`daily_points`, None: unlimited): each
-  successful request spends one point; once spent, 403 with `apiError`
-  `errorCode` = `worker.platforms.calltouch.POINTS_EXHAUSTED`;
-* the body: `leads` 1 to 100, `matching` 1 to 20 rules of the five types, each
-  with its own params object, `addCustomFields.customFields` 1 to 20 of
-  `{field, value}`; every broken rule is a violation in the doc's own
-  `validationError` shape (Symfony's wording), HTTP 400, and nothing is added;
-* each lead is matched rule by rule, the first rule that finds something
-  wins; nothing found: `isCustomFieldsAdded: false`, `matchedType: null` and
-  an error text; found: the fields are stored (`overwrite: false` keeps a
-  value already there).
+* the headers `Access-Token` and `SiteId`;
+* the body `{"leads": [...]}` and no other key: 1 to 100 leads; each with
+  `matching`, 1 to 20 rules, each a `type` (call, request, callContact,
+  requestContact, leadContact) and that type's params object, nothing else;
+  and optionally `addCustomFields`: `overwrite` a boolean, `customFields`
+  1 to 20 `{field, value}` (blank is the doc's own violation example);
+* the params objects the doc's example shows, key for key and no other key:
+  `requestParams` {requestId, tags, tagsLogic}; `leadContactParams` {emails,
+  phones, searchAmongPhonesInText, date, tags, tagsLogic, leadTypeToMatch,
+  searchDepth}; `requestContactParams` {emails, phones, md5Phones, date,
+  requestTypeToMatch, searchDepth};
+* every broken rule is one violation in the doc's `validationError` shape
+  (`fieldPath`, `message`), and then nothing is added;
+* each lead is matched rule by rule, the first rule that finds something wins
+  ("остальные типы ниже будут проигнорированы"); its fields must exist in the
+  project ("должно быть создано в ЛК заранее"); `overwrite: false` keeps a
+  value already there, `true` replaces it;
+* the answer in the shape of the doc's example: `meta: []` and one
+  `data.leads[i]` {matchedType, callInfo, requestInfo {requestId,
+  requestNumber}, isCustomFieldsAdded, error} per lead, in order;
+* a daily points budget per project (`daily_points`, None: unlimited), one
+  point spent per successful request ("За каждый успешно выполненный запрос").
+
+Assumptions, where the document is silent or points to another article
+(each is a shape our adapter must read, and the tests drive it against them):
+
+* `callParams` and `callContactParams` are not shown. They are taken by
+  analogy with `requestParams` and `leadContactParams`: {callId, tags,
+  tagsLogic} and {phones, date, tags, tagsLogic, callTypeToMatch,
+  searchDepth}, without e-mails (the doc finds a call "по номеру телефона /
+  дате");
+* a contact rule needs a phone, an e-mail or an md5 phone to search by; an
+  empty array is blank; `tagsLogic` is "and" or "or" (the doc shows "and");
+  `date`, `*TypeToMatch`, tags and `searchDepth` are checked for type only and
+  not used for matching; violations other than the doc's "This value should
+  not be blank." use the same validator's (Symfony's) wording;
+* a validation error is HTTP 400; the points budget's day is Moscow's;
+* auth errors, the 429, a spent budget and a body that is not JSON are an
+  `apiError`, the counterpart of the doc's validationError: `{"meta": [],
+  "data": {"type": "apiError", "apiErrorData": {"errorCode", "errorMessage"},
+  "validationErrorData": null}}`. A wrong or missing token: 401 `invalidToken`;
+  a wrong or missing SiteId: 403 `accessDenied`; too many: 429
+  `tooManyRequests`, no Retry-After; not JSON: 400 `badRequest`; the budget
+  spent: 403 `POINTS_SPENT`;
+* a lead no rule finds: matchedType, callInfo and requestInfo null,
+  isCustomFieldsAdded false, error `NOT_FOUND`; a field the project lacks:
+  the rule and what it found, false, an error naming the field; a lead
+  without `addCustomFields`, or whose values `overwrite: false` kept, is
+  answered isCustomFieldsAdded true (sending a lead again is harmless);
+* `requestInfo.requestId` is a number and `requestNumber` a string, as in the
+  doc's example (its table calls both strings); the flag is spelled
+  `isCustomFieldsAdded` as in the example (the table: "isCustonFieldsAdded");
+  `callInfo` holds callId, callReferenceId (null) and sipCallId, as the table
+  lists them.
 
 What exists, for matching: request and call ids 1 to 1,000,000
 (`known_request_ids`, `known_call_ids`), every phone and e-mail except those in
 `unknown_phones` / `unknown_emails` (or only `known_phones`, when given). With
 `custom_fields` given, only those field names exist in the project.
-
-Liberties where the doc is silent: the HTTP status of a validation error
-(400) and of a spent budget (403) and the `apiError` codes (`invalidToken`,
-`accessDenied`, `tooManyRequests`, `badRequest`, the points code); a 429 has
-no `Retry-After`; dates, `searchDepth`, tags and `*TypeToMatch` are checked
-for type only, not used for matching; `POST /__sandbox__/reset` also forgets
-the rate window and the points spent.
+`POST /__sandbox__/reset` also forgets the rate window and the points spent.
 """
 
 from __future__ import annotations
@@ -39,29 +79,38 @@ import json
 import re
 import zlib
 from collections.abc import Collection, Container, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from worker.platforms.calltouch import ADD_PATH, POINTS_EXHAUSTED
 from worker.sandbox.common import SandboxState, SlidingWindow, build_app
 
+#: the one path the document gives ("POST: https://api.calltouch.ru/lead-service/...")
+ADD_PATH = "/lead-service/v1/api/customfield/lead/add"
+#: "Можно перечислить до 100 лидов за 1 запрос"
 MAX_LEADS = 100
+#: "общее кол-во типов не должно превышать 20 строк"
 MAX_RULES = 20
+#: "Максимум 20 полей"
 MAX_FIELDS = 20
-RATE_LIMIT = 5  #: requests per RATE_WINDOW seconds per source IP
+#: "не более 5 запросов в секунду с одного IP-адреса"
+RATE_LIMIT = 5
 RATE_WINDOW = 1.0
 ALL_IDS = range(1, 1_000_001)
+#: our assumption: the error of a lead no rule finds
 NOT_FOUND = "Лид не найден ни по одному из правил матчинга"
+#: our assumption: the `errorCode` of a spent daily points budget (the doc shows none)
+POINTS_SPENT = "apiPointsLimitExceeded"
 #: the points budget is daily in the project's zone
 ZONE = ZoneInfo("Europe/Moscow")
 
-# Symfony's validator wording, which Calltouch's violations use
+#: the doc's own violation message; the others are the same validator's (Symfony's)
 BLANK = "This value should not be blank."
 NOT_EXPECTED = "This field was not expected."
 CHOICE = "The value you selected is not a valid choice."
@@ -88,21 +137,48 @@ def _md5(text: str) -> str:
 
 # --- validation: every rule broken, as (fieldPath, message) ------------------
 
-_CONTACT = {"phones", "emails", "date", "searchDepth", "tags", "tagsLogic"}
-#: each params object: its keys, and which of them are required
-PARAMS: dict[str, tuple[str, set[str], set[str]]] = {
-    "call": ("callParams", {"callId"}, {"callId"}),
-    "request": ("requestParams", {"requestId", "tags", "tagsLogic"}, {"requestId"}),
-    "callContact": ("callContactParams", _CONTACT | {"callTypeToMatch"}, set()),
-    "requestContact": (
-        "requestContactParams",
-        _CONTACT | {"md5Phones", "requestTypeToMatch"},
-        set(),
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """One matching type's params object: its key in the rule, its keys, the required ones."""
+
+    name: str
+    keys: frozenset[str]
+    required: frozenset[str] = frozenset()
+
+
+#: what a contact rule searches by: one of these, non-empty, is required
+CRITERIA = ("phones", "emails", "md5Phones")
+#: each matching type and its params object
+PARAMS: dict[str, Params] = {
+    # the doc's example, key for key
+    "request": Params(
+        "requestParams", frozenset({"requestId", "tags", "tagsLogic"}), frozenset({"requestId"})
     ),
-    "leadContact": (
+    "leadContact": Params(
         "leadContactParams",
-        _CONTACT | {"searchAmongPhonesInText", "leadTypeToMatch"},
-        set(),
+        frozenset(
+            {
+                "emails",
+                "phones",
+                "searchAmongPhonesInText",
+                "date",
+                "tags",
+                "tagsLogic",
+                "leadTypeToMatch",
+                "searchDepth",
+            }
+        ),
+    ),
+    "requestContact": Params(
+        "requestContactParams",
+        frozenset({"emails", "phones", "md5Phones", "date", "requestTypeToMatch", "searchDepth"}),
+    ),
+    # not shown by the doc: our assumption, by analogy (see the module's docstring)
+    "call": Params("callParams", frozenset({"callId", "tags", "tagsLogic"}), frozenset({"callId"})),
+    "callContact": Params(
+        "callContactParams",
+        frozenset({"phones", "date", "tags", "tagsLogic", "callTypeToMatch", "searchDepth"}),
     ),
 }
 
@@ -113,13 +189,13 @@ class Violations(list[dict[str, str]]):
     def add(self, path: str, message: str) -> None:
         self.append({"fieldPath": path, "message": message})
 
-    def sized(self, path: str, value: Any, limit: int) -> bool:
-        """A non-empty array of at most `limit`; True when its items are worth walking."""
+    def listed(self, path: str, value: Any, limit: int | None = None) -> bool:
+        """A non-empty array (of at most `limit`); True when its items are worth walking."""
         if value is None or value == []:
             self.add(path, BLANK)
         elif not isinstance(value, list):
             self.add(path, _of_type("array"))
-        elif len(value) > limit:
+        elif limit is not None and len(value) > limit:
             self.add(path, _too_many(limit))
         else:
             return True
@@ -132,7 +208,7 @@ class Violations(list[dict[str, str]]):
 
 
 def _check_value(v: Violations, path: str, key: str, value: Any) -> None:
-    """One key of a params object, by what its name says it holds."""
+    """One key of a params object, by what the doc's example shows it holds."""
     if key in ("callId", "requestId", "searchDepth"):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             v.add(path, _of_type("int"))
@@ -143,7 +219,7 @@ def _check_value(v: Violations, path: str, key: str, value: Any) -> None:
         if value not in ("and", "or"):
             v.add(path, CHOICE)
     elif key in ("phones", "emails", "md5Phones", "tags"):
-        if v.sized(path, value, 1000):
+        if v.listed(path, value):
             for i, item in enumerate(value):
                 _check_item(v, f"{path}[{i}]", key, item)
     elif not isinstance(value, str) or not value:
@@ -171,21 +247,21 @@ def _check_rule(v: Violations, path: str, rule: Any) -> None:
     if kind not in PARAMS:
         v.add(f"{path}.type", BLANK if kind is None else CHOICE)
         return
-    name, allowed, required = PARAMS[kind]
-    v.keys(path, rule, {"type", name})
-    params = rule.get(name)
+    spec = PARAMS[kind]
+    v.keys(path, rule, {"type", spec.name})
+    params = rule.get(spec.name)
+    where = f"{path}.{spec.name}"
     if not isinstance(params, dict):
-        v.add(f"{path}.{name}", BLANK if params is None else _of_type("object"))
+        v.add(where, BLANK if params is None else _of_type("object"))
         return
-    v.keys(f"{path}.{name}", params, allowed)
-    for key in required - params.keys():
-        v.add(f"{path}.{name}.{key}", BLANK)
+    v.keys(where, params, spec.keys)
+    for key in sorted(spec.required - params.keys()):
+        v.add(f"{where}.{key}", BLANK)
     for key, value in params.items():
-        if key in allowed:
-            _check_value(v, f"{path}.{name}.{key}", key, value)
-    criteria = ("phones", "emails", "md5Phones")
-    if not required and not any(params.get(key) for key in criteria):
-        v.add(f"{path}.{name}", BLANK)
+        if key in spec.keys:
+            _check_value(v, f"{where}.{key}", key, value)
+    if not spec.required and not any(params.get(k) for k in CRITERIA if k in spec.keys):
+        v.add(where, BLANK)
 
 
 def _check_fields(v: Violations, path: str, add: Any) -> None:
@@ -196,7 +272,7 @@ def _check_fields(v: Violations, path: str, add: Any) -> None:
     if "overwrite" in add and not isinstance(add["overwrite"], bool):
         v.add(f"{path}.overwrite", _of_type("bool"))
     fields: Any = add.get("customFields")
-    if not v.sized(f"{path}.customFields", fields, MAX_FIELDS):
+    if not v.listed(f"{path}.customFields", fields, MAX_FIELDS):
         return
     for i, one in enumerate(fields):
         where = f"{path}.customFields[{i}]"
@@ -219,7 +295,7 @@ def violations(body: Any) -> Violations:
         return v
     v.keys("", body, {"leads"})
     leads: Any = body.get("leads")
-    if not v.sized("leads", leads, MAX_LEADS):
+    if not v.listed("leads", leads, MAX_LEADS):
         return v
     for i, lead in enumerate(leads):
         path = f"leads[{i}]"
@@ -227,7 +303,7 @@ def violations(body: Any) -> Violations:
             v.add(path, _of_type("object"))
             continue
         v.keys(path, lead, {"matching", "addCustomFields"})
-        if v.sized(f"{path}.matching", lead.get("matching"), MAX_RULES):
+        if v.listed(f"{path}.matching", lead.get("matching"), MAX_RULES):
             for j, rule in enumerate(lead["matching"]):
                 _check_rule(v, f"{path}.matching[{j}]", rule)
         if "addCustomFields" in lead:
@@ -273,7 +349,7 @@ class Project:
     def find(self, rule: Mapping[str, Any]) -> str | None:
         """The key of what `rule` finds (`request:17`, `call:4`), or None."""
         kind = rule["type"]
-        params = rule[PARAMS[kind][0]]
+        params = rule[PARAMS[kind].name]
         if kind == "request":
             found = params["requestId"] in self.request_ids
             return f"request:{params['requestId']}" if found else None
@@ -394,7 +470,7 @@ def create_app(
         if request.headers.get("siteid") != site_id:
             return _api_error(403, "accessDenied", "Нет доступа к ЛК (SiteId)")
         if daily_points is not None and _points_used(state) >= daily_points:
-            return _api_error(403, POINTS_EXHAUSTED, "Суточный лимит баллов API исчерпан")
+            return _api_error(403, POINTS_SPENT, "Суточный лимит баллов API исчерпан")
         return None
 
     async def add_fields(request: Request) -> Response:
@@ -408,7 +484,16 @@ def create_app(
         state.record(ADD_PATH, refusal.status_code, leads=count, added=added)
         return refusal
 
-    return build_app([Route(ADD_PATH, add_fields, methods=["POST"])], state)
+    routes = [
+        Route(ADD_PATH, add_fields, methods=["POST"]),
+        # without it Starlette redirects `…/add/` to the documented path: a 404, as any other path
+        Route(ADD_PATH + "/", _not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+    return build_app(routes, state)
+
+
+async def _not_found(request: Request) -> Response:
+    return PlainTextResponse("Not Found", status_code=404)
 
 
 def _today() -> str:

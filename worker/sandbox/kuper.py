@@ -1,32 +1,57 @@
 """
 An emulator of Kuper's Partner Leads API: `POST /partner-candidate/v2/leads/import`.
 
-As strict as Kuper's own document:
-* Basic Auth, checked on every request (401 with a JSON error otherwise);
-* a JSON array of 1 to 300 lead objects (more: 400; not JSON or not an array: 400);
-* per lead: `phone` a string of 11 digits starting with 79, no "+"; `utm.utm_source`
-  a non-empty string; `vacancy_id` and `city_id` integers (a string "3" is refused,
-  the mistake Kuper's doc warns partners about); `first_name`/`last_name` strings;
-* a lead that breaks a rule does not fail the request: its `details` entry says
-  `success: false` with the `error`, the others are created (`uuid`);
-* deduplication by phone within a `utm_source`: a second import of the same phone is
-  skipped with `deduplication.applied: true`, so a resend never creates a second
-  candidate.
+What Kuper's document shows, and nothing else (any other path or method is a
+404/405):
 
-Where the document is silent (error wording, the body of a 401/400), the emulator
-answers in the document's language and shape: `{"message": ...}` objects. It
-also decides for itself that `first_name`/`last_name`, when present, must be
-strings (null is refused), and that extra keys in a lead are ignored.
+* Basic Auth, checked on every request;
+* a body that is a JSON array of 1 to 300 lead objects, each with the fields
+  the document shows: `phone` a string, `utm` an object with the string
+  `utm_source`, `vacancy_id` and `city_id` numbers (an integer; a string such
+  as "3" is an error, the mistake the document warns partners about),
+  `first_name` / `last_name` strings when present;
+* an answer shaped as the document's examples: `created_count`, `details`
+  (per lead, in order: `deduplication`, `error`, `phone`, `success`, `uuid`),
+  `skipped_count`, `total_rows`;
+* the partner's sources, each with "Дедублицировать всегда" on or off
+  (`create_app(sources=…)`, or `deduplicate` for every source):
+  - a phone new to the source is created, with its `uuid` and no
+    `deduplication` (the document's second candidate);
+  - a phone the source already holds, switch off: created again, `success:
+    true` without a uuid, `deduplication.applied: false` with the document's
+    message (its first candidate). Two candidates: what makes a lost answer
+    dangerous;
+  - a phone the source already holds, switch on: skipped, `success: false`,
+    `deduplication.applied: true`.
 
-`state.store["candidates"]` maps `<utm_source>:<phone>` to the created uuid;
-`state.log` holds each request with `leads` (how many it carried) and `created`.
+Where the document is silent the emulator decides, and says so here:
+
+* a request refused as a whole: 400 when the body is not a JSON array of 1 to
+  300 objects, 422 when a lead breaks the schema (a missing or unknown field, a
+  value of the wrong type: a string `vacancy_id`, a numeric `phone`). Kuper
+  does not say which lead broke it. The body is `{"message": ...}` in Russian;
+  401 (credentials) and 415 (a body not sent as `application/json`) likewise;
+* a lead of the right types whose value is wrong (`phone` not `79` and nine
+  more digits, an empty `utm_source`, a source the partner does not have when
+  `sources` is given) is refused alone: its detail says `success: false` and
+  the `error`, the others are imported;
+* the message of an applied deduplication (the document shows only the other).
+
+`state.store["candidates"]` maps `<utm_source>:<phone>` to the ids of the
+candidates created for it (two when a source without deduplication took the
+phone twice); `state.log` holds each request with `leads` (how many it
+carried) and `created`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -34,62 +59,123 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from worker.platforms.base import basic_auth
 from worker.sandbox.common import SandboxState, build_app
 
 IMPORT_PATH = "/partner-candidate/v2/leads/import"
 MAX_LEADS = 300
 _PHONE = re.compile(r"79[0-9]{9}")  #: matched whole: no trailing newline, ASCII digits only
+_FIELDS = {"phone": str, "utm": dict, "vacancy_id": int, "city_id": int}
+_OPTIONAL = {"first_name": str, "last_name": str}
 _NOT_DEDUPED = "Правило дедубликации не применено, источник не закреплён за вами"
-_DEDUPED = "Кандидат с таким телефоном уже загружен из этого источника"
+_DEDUPED = "Правило дедубликации применено: кандидат с этим телефоном уже есть в источнике"
 
 
-def _lead_error(lead: Any) -> str:
-    """Kuper's objection to one lead, or "" when it would be imported."""
+class _Refusal(Exception):
+    """The request as a whole is refused: `status` with `message`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _credentials(header: str | None) -> tuple[str, str] | None:
+    """The login and password of an `Authorization: Basic …` header (RFC 7617); None if none."""
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    login, colon, password = decoded.partition(":")
+    return (login, password) if colon else None
+
+
+def _same(given: tuple[str, str] | None, login: str, password: str) -> bool:
+    if given is None:
+        return False
+    # both compared, always: the time taken says nothing about which one was wrong
+    login_ok = hmac.compare_digest(given[0].encode(), login.encode())
+    password_ok = hmac.compare_digest(given[1].encode(), password.encode())
+    return login_ok and password_ok
+
+
+def _leads(raw: bytes) -> list[dict[str, Any]]:
+    """The body as a list of leads that fit the schema; _Refusal otherwise."""
+    try:
+        leads = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _Refusal(400, "тело запроса не является JSON") from None
+    if not isinstance(leads, list) or not 1 <= len(leads) <= MAX_LEADS:
+        raise _Refusal(400, f"ожидается массив от 1 до {MAX_LEADS} лидов")
+    for lead in leads:
+        _check_schema(lead)
+    return leads
+
+
+def _is(value: Any, kind: type) -> bool:
+    """JSON's types: a bool is not a number, 3.0 is not an integer."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _check_schema(lead: Any) -> None:
+    """A lead object with the documented fields and types; _Refusal(422) otherwise."""
     if not isinstance(lead, dict):
-        return "лид должен быть объектом"
-    phone = lead.get("phone")
-    if not isinstance(phone, str) or not _PHONE.fullmatch(phone):
-        return "phone: номер должен быть строкой формата 79XXXXXXXXX"
-    utm = lead.get("utm")
-    if (
-        not isinstance(utm, dict)
-        or not isinstance(utm.get("utm_source"), str)
-        or not utm["utm_source"]
-    ):
-        return "utm.utm_source: обязательное поле"
-    for field in ("vacancy_id", "city_id"):
-        value = lead.get(field)
-        if not isinstance(value, int) or isinstance(value, bool):
-            return f"{field}: должно быть числом"
-    for field in ("first_name", "last_name"):
-        if field in lead and not isinstance(lead[field], str):
-            return f"{field}: должно быть строкой"
-    return ""
+        raise _Refusal(422, "лид должен быть объектом")
+    unknown = sorted(lead.keys() - _FIELDS.keys() - _OPTIONAL.keys())
+    if unknown:
+        raise _Refusal(422, f"{unknown[0]}: неизвестное поле")
+    for name, kind in _FIELDS.items():
+        if name not in lead:
+            raise _Refusal(422, f"{name}: обязательное поле")
+        if not _is(lead[name], kind):
+            raise _Refusal(
+                422, f"{name}: {'должно быть числом' if kind is int else 'неверный тип'}"
+            )
+    for name, kind in _OPTIONAL.items():
+        if name in lead and not _is(lead[name], kind):
+            raise _Refusal(422, f"{name}: должно быть строкой")
+    utm = lead["utm"]
+    if set(utm) != {"utm_source"} or not isinstance(utm["utm_source"], str):
+        raise _Refusal(422, "utm: ожидается объект с одним строковым полем utm_source")
 
 
-def create_app(username: str = "partner", password: str = "secret") -> ASGIApp:  # noqa: S107
-    """The Kuper emulator for one partner account."""
+def create_app(
+    username: str = "partner",
+    password: str = "secret",  # noqa: S107
+    *,
+    deduplicate: bool = False,
+    sources: Mapping[str, bool] | None = None,
+) -> ASGIApp:
+    """
+    The Kuper emulator for one partner account.
+
+    `sources`: the partner's sources, each `utm_source` → whether its
+    "Дедублицировать всегда" is on; a lead for any other source is refused.
+    Without it every `utm_source` is one of the partner's sources, each with
+    `deduplicate`.
+    """
     state = SandboxState()
     state.store["candidates"] = {}
-    expected = basic_auth(username, password)
+    table = dict(sources) if sources is not None else None
 
     async def import_leads(request: Request) -> Response:
-        if request.headers.get("authorization") != expected:
+        if not _same(_credentials(request.headers.get("authorization")), username, password):
             state.record(IMPORT_PATH, 401, leads=0, created=0)
             return JSONResponse({"message": "Unauthorized"}, status_code=401)
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != "application/json":
+            state.record(IMPORT_PATH, 415, leads=0, created=0)
+            return JSONResponse({"message": "ожидается application/json"}, status_code=415)
+        raw = await request.body()
         try:
-            leads = json.loads(await request.body())
-        except ValueError:
-            state.record(IMPORT_PATH, 400, leads=0, created=0)
-            return JSONResponse({"message": "тело запроса не является JSON"}, status_code=400)
-        if not isinstance(leads, list) or not leads or len(leads) > MAX_LEADS:
-            count = len(leads) if isinstance(leads, list) else 0
-            state.record(IMPORT_PATH, 400, leads=count, created=0)
-            return JSONResponse(
-                {"message": f"ожидается массив от 1 до {MAX_LEADS} лидов"}, status_code=400
-            )
-        details = [_import_one(state, lead) for lead in leads]
+            leads = _leads(raw)
+        except _Refusal as refusal:
+            count = _count(raw)
+            state.record(IMPORT_PATH, refusal.status, leads=count, created=0)
+            return JSONResponse({"message": refusal.message}, status_code=refusal.status)
+        details = [_import_one(state, table, deduplicate, lead) for lead in leads]
         created = sum(1 for d in details if d["success"])
         state.record(IMPORT_PATH, 200, leads=len(leads), created=created)
         return JSONResponse(
@@ -104,27 +190,53 @@ def create_app(username: str = "partner", password: str = "secret") -> ASGIApp: 
     return build_app([Route(IMPORT_PATH, import_leads, methods=["POST"])], state)
 
 
-def _import_one(state: SandboxState, lead: Any) -> dict[str, Any]:
-    error = _lead_error(lead)
-    phone = lead.get("phone") if isinstance(lead, dict) else None
+def _count(raw: bytes) -> int:
+    """How many leads a refused body carried, for the log (0 when it is not an array)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return 0
+    return len(body) if isinstance(body, list) else 0
+
+
+def _value_error(lead: dict[str, Any], table: dict[str, bool] | None) -> str:
+    """Kuper's objection to one lead of the right types, or "" when it is imported."""
+    if not _PHONE.fullmatch(lead["phone"]):
+        return "phone: номер должен быть строкой формата 79XXXXXXXXX, без +"
+    source = lead["utm"]["utm_source"]
+    if not source:
+        return "utm.utm_source: обязательное поле"
+    if table is not None and source not in table:
+        return "utm.utm_source: у партнёра нет такого источника"
+    return ""
+
+
+def _import_one(
+    state: SandboxState, table: dict[str, bool] | None, deduplicate: bool, lead: dict[str, Any]
+) -> dict[str, Any]:
+    phone = lead["phone"]
+    error = _value_error(lead, table)
     if error:
-        return {"error": error, "phone": phone if isinstance(phone, str) else "", "success": False}
-    key = f"{lead['utm']['utm_source']}:{phone}"
+        return {"error": error, "phone": phone, "success": False}
+    source = lead["utm"]["utm_source"]
+    always = table[source] if table is not None else deduplicate
+    candidate = str(uuid.uuid4())
     with state.lock:
-        candidates = state.store["candidates"]
-        if key in candidates:
+        created = state.store["candidates"].setdefault(f"{source}:{phone}", [])
+        known = bool(created)
+        if known and always:
             return {
                 "deduplication": {"applied": True, "message": _DEDUPED},
                 "error": "",
                 "phone": phone,
                 "success": False,
             }
-        candidate = str(uuid.uuid4())
-        candidates[key] = candidate
-    return {
-        "deduplication": {"applied": False, "message": _NOT_DEDUPED},
-        "error": "",
-        "phone": phone,
-        "success": True,
-        "uuid": candidate,
-    }
+        created.append(candidate)
+    if known:
+        return {
+            "deduplication": {"applied": False, "message": _NOT_DEDUPED},
+            "error": "",
+            "phone": phone,
+            "success": True,
+        }
+    return {"error": "", "phone": phone, "success": True, "uuid": candidate}

@@ -1,27 +1,39 @@
 """
 An emulator of SalesMan CRM's developer API v1, `/developer/v1/leads`.
 
-As strict as SalesMan's document, and as odd:
+Written from SalesMan's document alone: its four actions (`add`, `stat`,
+`info`, `list`), their parameters, its answer shapes and its three error
+codes, as strict as the document:
 
-* parameters come from the query string or a form body (PHP's `$_REQUEST`:
-  the body wins), by GET or POST;
 * every answer is HTTP 200 with `Content-Type: text/html`, errors included;
 * a wrong `apikey` → `{"result": "Error", "error": {"code": "400", …}}`, an
-  unknown `login` → code "401", an unknown `action` → "402" (codes are strings);
-* `add` with neither title, phone nor e-mail fails the way a failed add does:
-  `{"error": {"code": "1", "text": …}, "Error": …}` and no `result` key;
-* success is `{"result": {"text": "Success", "id": N}}`, ids increasing;
-* there is NO deduplication: two adds make two records;
+  unknown `login` → code "401", an unknown `action` → "402" (codes are
+  strings), checked in that order;
+* a parameter the document does not give for the action (a misspelt field, an
+  `id` on `add`) is refused with HTTP 400 and a plain-text reason, and nothing
+  is stored: not SalesMan's answer (PHP would drop it silently), but what
+  keeps a misread field from passing a test;
+* `add` → `{"result": {"text": "Success", "id": N}}`, ids increasing from 940;
+  there is NO deduplication: two adds make two records;
 * `list`: pages of 200 records (`offset` is the page number), `order` (a
   record field, default `datum`), `first=new|old` (default new), and the
   creation-date filters read literally: `dateStart` keeps records created
   *after* that date, `dateEnd` records created *before* it;
-* `info&id=` → `{"data": {record}}` (`{"data": []}` for an unknown id, as PHP
-  encodes an empty array); `stat` → the open and processed counts of this
-  month per manager.
+* `info&id=` → `{"data": [record]}`, `data` an array as the document says
+  ("массив с данными по заявке"); `{"data": []}` for an unknown id;
+* `stat` → per manager, this month's open and processed counts, as strings.
+
+Exceptions, real behaviour the document does not show:
+
+* parameters come from the query string or a form body, by GET or POST (the
+  document's examples are GET URLs): the CRM reads PHP's `$_REQUEST`, and a
+  form field wins over the same name in the query;
+* `create_app(honours_paging=False)`: `list` ignores `offset`, `order`,
+  `first`, `dateStart` and `dateEnd`, as SalesMan's public v1 source does
+  (it never reads them): every page is the newest 200 records, newest first.
 
 The CRM's calendar is Moscow time (UTC+3), as a Russian CRM's server usually
-is: a record's `datum` may be a day ahead of the UTC date.
+is: a record's `datum` (YYYY-MM-DD) may be a day ahead of the UTC date.
 
 Controls, beside the common ones of `worker.sandbox.common`:
 
@@ -43,11 +55,12 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -59,6 +72,8 @@ PAGE = 200
 CRM_ZONE = timezone(timedelta(hours=3))
 STATUS_NAMES = {"0": "Открыт", "1": "В работе", "2": "Обработан", "3": "Закрыт"}
 REZULT_NAMES = {"1": "Спам", "2": "Дубль", "3": "Другое", "4": "Не целевой"}
+#: what every request carries
+AUTH_PARAMS = frozenset({"login", "apikey", "action"})
 ADD_FIELDS = (
     "title",
     "email",
@@ -77,6 +92,13 @@ ADD_FIELDS = (
     "utm_term",
     "utm_content",
 )
+#: the parameters the document gives each action, beyond login, apikey and action
+PARAMS = {
+    "add": frozenset(ADD_FIELDS),
+    "stat": frozenset(),
+    "info": frozenset({"id"}),
+    "list": frozenset({"offset", "order", "first", "dateStart", "dateEnd"}),
+}
 #: what PHP prints when the script dies: HTML, not JSON
 PHP_ERROR_PAGE = (
     "<br />\n<b>Fatal error</b>:  Uncaught Exception: SMTP connect() failed in "
@@ -116,8 +138,11 @@ def _today() -> str:
 class _Crm:
     """One CRM's records and its API user."""
 
-    def __init__(self, state: SandboxState, login: str, api_key: str) -> None:
+    def __init__(
+        self, state: SandboxState, login: str, api_key: str, *, honours_paging: bool
+    ) -> None:
         self.state, self.login, self.api_key = state, login, api_key
+        self.honours_paging = honours_paging
         self.ids = itertools.count(940)
         state.store["records"] = {}
         #: adds still to die after storing their lead (a list, so a reset empties it)
@@ -135,11 +160,24 @@ class _Crm:
         if params.get("login") != self.login:
             self.state.record(LEADS_PATH, 200, action=action, error="401")
             return _error("401", "Неизвестный пользователь")
-        handlers = {"add": self.add, "list": self.listing, "info": self.info, "stat": self.stat}
+        handlers: dict[str, Callable[[dict[str, str]], Response]] = {
+            "add": self.add,
+            "list": self.listing,
+            "info": self.info,
+            "stat": self.stat,
+        }
         handler = handlers.get(action)
         if handler is None:
             self.state.record(LEADS_PATH, 200, action=action, error="402")
             return _error("402", "Неизвестный метод")
+        extra = sorted(set(params) - AUTH_PARAMS - PARAMS[action])
+        if extra:
+            self.state.record(LEADS_PATH, 400, action=action, error="undocumented")
+            return PlainTextResponse(
+                f"sandbox: SalesMan's document gives action={action} no parameter "
+                f"{', '.join(extra)}",
+                status_code=400,
+            )
         return handler(params)
 
     def _store(self, fields: dict[str, str], datum: str) -> str:
@@ -149,10 +187,6 @@ class _Crm:
         return record_id
 
     def add(self, params: dict[str, str]) -> Response:
-        if not any(params.get(k) for k in ("title", "phone", "email")):
-            self.state.record(LEADS_PATH, 200, action="add", error="1")
-            text = "Не переданы данные заявки"
-            return _html({"error": {"code": "1", "text": text}, "Error": text})
         record_id = self._store({k: params.get(k, "") for k in ADD_FIELDS}, _today())
         with self.state.lock:
             dies = bool(self.state.store["php_errors"])
@@ -166,6 +200,10 @@ class _Crm:
     def listing(self, params: dict[str, str]) -> Response:
         with self.state.lock:
             found = list(self.state.store["records"].values())
+        if not self.honours_paging:  # the public source: ORDER BY datum DESC LIMIT 0,200
+            found.sort(key=lambda r: (r["datum"], int(r["id"])), reverse=True)
+            self.state.record(LEADS_PATH, 200, action="list", page=0)
+            return _html({"data": found[:PAGE]})
         start, end = _date(params.get("dateStart")), _date(params.get("dateEnd"))
         if start is not None:
             found = [r for r in found if r["datum"] > start]
@@ -185,8 +223,9 @@ class _Crm:
     def info(self, params: dict[str, str]) -> Response:
         with self.state.lock:
             record = self.state.store["records"].get(params.get("id", ""))
+            shown = [dict(record)] if record else []
         self.state.record(LEADS_PATH, 200, action="info")
-        return _html({"data": record or []})
+        return _html({"data": shown})
 
     def stat(self, params: dict[str, str]) -> Response:
         month = _today()[:7]
@@ -235,10 +274,15 @@ class _Crm:
         return JSONResponse({"ids": ids})
 
 
-def create_app(login: str = "manager@example.com", api_key: str = "key") -> ASGIApp:
-    """The SalesMan emulator for one CRM with one API user."""
+def create_app(
+    login: str = "manager@example.com", api_key: str = "key", *, honours_paging: bool = True
+) -> ASGIApp:
+    """
+    The SalesMan emulator for one CRM with one API user. `honours_paging=False`:
+    `list` ignores its paging, order and date parameters, as the public source does.
+    """
     state = SandboxState()
-    crm = _Crm(state, login, api_key)
+    crm = _Crm(state, login, api_key, honours_paging=honours_paging)
     routes = [
         Route(LEADS_PATH, crm.leads, methods=["GET", "POST"]),
         Route(f"{CONTROL}/salesman/status", crm.move, methods=["POST"]),

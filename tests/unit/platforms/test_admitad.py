@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -12,7 +13,18 @@ import pytest
 
 from worker.errors import LeadInvalid
 from worker.leads import Delivery, LeadState
-from worker.outcomes import Delivered, Failed, Pending, Rejected, StatusUpdate, Suspended, Throttled
+from worker.outcomes import (
+    Delivered,
+    Failed,
+    Narrowed,
+    NotSeen,
+    Pending,
+    Rejected,
+    Retry,
+    StatusUpdate,
+    Suspended,
+    Throttled,
+)
 from worker.platforms.admitad import AdmitadAdapter, AdmitadDestination, rules
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -180,22 +192,87 @@ def test_the_settings_request_and_the_check_before_sending() -> None:
     ]
     answers = {needs[0].key: json.dumps({"results": []}), needs[1].key: json.dumps(SETTINGS)}
     verdict = ADAPTER.check(d, dest, answers)
+    assert isinstance(verdict, Narrowed)
+    assert "campaign 17810: middle_name: required by the program" in verdict.detail
+
+
+def test_one_programs_broken_rule_drops_that_program_not_the_stage() -> None:
+    """17810's rules are broken: the stage goes to 17809 alone, 17810's reason is kept."""
+    dest = destination()
+    d = delivery(lead(campaigns=[[17809, 17810], 16633]))
+    needs = ADAPTER.prerequisites(d, dest)
+    answers = {needs[0].key: json.dumps({"results": []}), needs[1].key: json.dumps(SETTINGS)}
+    verdict = ADAPTER.check(d, dest, answers)
+    assert isinstance(verdict, Narrowed)
+    [dropped] = verdict.data["dropped"]
+    assert dropped["campaign_id"] == 17810
+    assert dropped["message"] == "middle_name: required by the program"
+    narrowed = replace(d, data={**d.data, **verdict.data})
+    assert form(ADAPTER.build_request([narrowed], dest))["campaigns"] == ["[17809]"]
+    assert [n.request.url.path for n in ADAPTER.prerequisites(narrowed, dest)] == [
+        "/broker/campaign_settings/17809/"
+    ]
+
+
+def test_a_stage_left_with_no_program_is_rejected() -> None:
+    """Every program of the stage breaks its own rules: the stage (only) is rejected."""
+    dest = destination()
+    d = delivery(lead(campaigns=[17810, 16633]))
+    [need] = ADAPTER.prerequisites(d, dest)
+    verdict = ADAPTER.check(d, dest, {need.key: json.dumps(SETTINGS)})
     assert isinstance(verdict, Rejected)
-    assert "campaign 17810: middle_name: required by the program" in verdict.reason
+    assert verdict.reason.startswith("no program of this stage is left")
+    assert verdict.data["dropped"][0]["campaign_id"] == 17810
+
+
+def test_server_staging_leaves_a_dropped_program_out_of_the_algorithm() -> None:
+    """The same rule in server staging: the program goes, an emptied stage goes with it."""
+    dest = destination(staging="server")
+    d = delivery(lead(campaigns=[[17809, 17810], {"ids": [17811], "pause": 30}, 16633]), stage=0)
+    failing = {rules.settings_key(dest, c): json.dumps(SETTINGS) for c in (17810, 17811)}
+    verdict = ADAPTER.check(d, dest, failing)
+    assert isinstance(verdict, Narrowed)
+    narrowed = replace(d, data={**d.data, **verdict.data})
+    assert form(ADAPTER.build_request([narrowed], dest))["campaigns"] == ["[17809, 16633]"]
+
+
+def test_settings_that_keep_failing_become_that_programs_error() -> None:
+    """A 5xx retries the lead for a few sends, then the program is dropped, not the lead."""
+    dest = destination(settings_attempts=3)
+    d = delivery(lead(campaigns=[[17809, 17810]]))
+    key = rules.settings_key(dest, 17810)
+    ok = {rules.settings_key(dest, 17809): json.dumps({"results": []})}
+    first = ADAPTER.check(d, dest, ok, {key: "HTTP 502"})
+    assert isinstance(first, Retry)
+    third = ADAPTER.check(replace(d, attempt=3), dest, ok, {key: "HTTP 502"})
+    assert isinstance(third, Narrowed)
+    assert third.data["dropped"] == [
+        {"campaign_id": 17810, "message": "campaign_settings could not be fetched: HTTP 502"}
+    ]
+
+
+def test_settings_a_program_does_not_have_leave_it_to_admitad() -> None:
+    """A 404 for campaign_settings: no rules known; Admitad itself judges the program."""
+    dest = destination()
+    d = delivery(lead(campaigns=[17809]))
+    assert ADAPTER.check(d, dest, {}, {rules.settings_key(dest, 17809): "HTTP 404"}) is None
 
 
 # ------------------------------------------------------------------ requests
 
 
-def test_client_staging_sends_the_stages_ids_as_one_json_array() -> None:
-    """Stage 2 of three: its ids as a JSON string, never repeated keys; our id in subid4."""
+def test_client_staging_sends_a_stage_of_several_programs_as_one_group() -> None:
+    """
+    Stage 2 of three goes as ONE group: `[17288, 16651]` would be two stages to
+    Admitad (the document's equivalence). The marker carries the stage.
+    """
     raw = lead(campaigns=[17809, [17288, 16651], {"ids": [16633], "pause": 80}])
     request = ADAPTER.build_request([delivery(raw, stage=2)], destination())
     sent = form(request)
     assert str(request.url) == "https://api.admitad.test/website/7/broker/applications/create/"
-    assert sent["campaigns"] == ["[17288, 16651]"]
+    assert sent["campaigns"] == ["[[17288, 16651]]"]
     assert sent["user_notified"] == ["1"]
-    assert sent["subid4"] == ["lead-1"]
+    assert sent["subid4"] == ["lead-1.2"]
     assert sent["credit_sum"] == ["150000.00"]
     assert "test_mode" not in sent
 
@@ -205,10 +282,7 @@ def test_server_staging_sends_the_whole_algorithm() -> None:
     raw = lead(campaigns=[17809, {"ids": [16633], "pause": 80}])
     request = ADAPTER.build_request([delivery(raw)], destination(staging="server", test_mode=True))
     sent = form(request)
-    assert json.loads(sent["campaigns"][0]) == [
-        {"ids": [17809], "pause": 0},
-        {"ids": [16633], "pause": 80},
-    ]
+    assert json.loads(sent["campaigns"][0]) == [17809, {"ids": [16633], "pause": 80}]
     assert sent["test_mode"] == ["1"]
 
 
@@ -314,6 +388,77 @@ def test_the_adapter_releases_the_next_stage_after_its_pause_only_after_a_succes
     assert ADAPTER.next_stage_due(d, dest, waiting, processing, NOW) is None
 
 
+def test_a_stage_is_decided_only_when_every_program_answered() -> None:
+    """
+    Stage 1 is [17809, 16126]: 17809 declined, 16126 not listed yet → undecided;
+    an empty responses with no errors → undecided (not refused, which would skip
+    the next stage's pause); 16126 in errors[] → answered.
+    """
+    raw = lead(campaigns=[[17809, 16126], {"ids": [16633], "pause": 80}])
+    d, dest = delivery(raw, stage=1), destination()
+    waiting = LeadState.AWAITING_STATUS
+    partial = {"responses": [response(17809, "declined")]}
+    assert ADAPTER.next_stage_due(d, dest, waiting, partial, NOW) is None
+    assert ADAPTER.next_stage_due(d, dest, waiting, {"responses": [], "errors": []}, NOW) is None
+    errored = {**partial, "errors": [{"campaign_id": 16126, "message": "no"}]}
+    assert ADAPTER.next_stage_due(d, dest, waiting, errored, NOW) == NOW
+    accepted = {"responses": [response(17809, "declined"), response(16126, "approved")]}
+    due = ADAPTER.next_stage_due(d, dest, LeadState.APPROVED, accepted, NOW)
+    assert due == NOW + timedelta(minutes=80)
+
+
+def test_a_dropped_program_counts_as_answered() -> None:
+    """16126 was left out (its own rule broken): 17809's refusal decides the stage."""
+    raw = lead(campaigns=[[17809, 16126], 16633])
+    dropped = {"dropped": [{"campaign_id": 16126, "message": "first_name: required"}]}
+    d, dest = delivery(raw, stage=1, data=dropped), destination()
+    data = {**dropped, "responses": [response(17809, "declined")]}
+    assert ADAPTER.next_stage_due(d, dest, LeadState.DECLINED, data, NOW) == NOW
+
+
+def test_the_first_stages_pause_delays_the_first_send() -> None:
+    """`pause` is the pause before the group is sent, the first group's too."""
+    dest = destination(pause_minute="PT1S")
+    payload = ADAPTER.validate(lead(campaigns=[{"ids": [17809], "pause": 30}, 16633]))
+    assert ADAPTER.first_delay(payload, dest) == timedelta(seconds=30)
+    assert ADAPTER.first_delay(payload, destination(staging="server")) == timedelta(0)
+    plain = ADAPTER.validate(lead(campaigns=[17809, 16633]))
+    assert ADAPTER.first_delay(plain, dest) == timedelta(0)
+
+
+def test_a_lead_may_not_set_the_markers_field() -> None:
+    """The marker's field is the destination's setting; a lead that fills it is refused."""
+    with pytest.raises(LeadInvalid) as info:
+        ADAPTER.validate_for(lead(subid4="campaign-7"), destination())
+    [error] = info.value.errors
+    assert error.field == "subid4"
+    assert "lookup marker" in error.rule
+    kept = ADAPTER.validate_for(lead(subid4="campaign-7"), destination(subid_field="subid3"))
+    assert kept["subid4"] == "campaign-7"
+    with pytest.raises(LeadInvalid):
+        ADAPTER.validate_for(lead(subid3="x"), destination(subid_field="subid3"))
+    assert "subid4" not in ADAPTER.validate_for(lead(subid4=""), destination())
+
+
+def test_an_undecided_stage_is_looked_at_soon_and_a_decided_one_at_poll_interval() -> None:
+    """5 s after the create, then 10, 20 … up to poll_interval; decided: poll_interval."""
+    raw = lead(campaigns=[[17809, 16126], 16633])
+    d, dest = delivery(raw, stage=1), destination(poll_interval=300)
+    undecided = {"responses": [response(17809, "processing")], "looks": 1}
+    waiting = LeadState.AWAITING_STATUS
+    assert ADAPTER.next_look(d, dest, waiting, undecided) == timedelta(seconds=10)
+    assert ADAPTER.next_look(d, dest, waiting, {**undecided, "looks": 3}) == timedelta(seconds=40)
+    assert ADAPTER.next_look(d, dest, waiting, {**undecided, "looks": 9}) == timedelta(seconds=300)
+    decided = {
+        "responses": [response(17809, "waiting"), response(16126, "declined")],
+        "looks": 1,
+    }
+    assert ADAPTER.next_look(d, dest, waiting, decided) == timedelta(seconds=300)
+    (created,) = ADAPTER.parse_response(answer(200, CREATED), [d], dest)
+    assert isinstance(created, Pending)
+    assert created.wait == timedelta(seconds=5)
+
+
 # ------------------------------------------------------------------ lookups and polling
 
 
@@ -328,6 +473,46 @@ def test_a_lost_create_is_looked_up_by_our_lead_id_in_the_subid() -> None:
     assert isinstance(outcome, Pending)
     assert outcome.external_id == "42"
     assert ADAPTER.parse_lookup(answer(200, {"results": []}), d, dest) is None
+
+
+def test_a_lookup_matches_by_the_marker_even_when_algorithm_leaves_a_program_out() -> None:
+    """
+    The document's own create answer: 17810 errored and is missing from
+    `algorithm`. The stage sent was [17809, 17810]; the marker alone matches it.
+    """
+    d, dest = delivery(lead(campaigns=[[17809, 17810], 16633]), stage=2), destination()
+    request = ADAPTER.build_lookup(d, dest, NOW)
+    assert request is not None
+    assert request.url.params["subid4"] == "lead-1.2"
+    doc_answer = {
+        "id": 1,
+        "subid4": "lead-1.2",
+        "responses": [response(17809, "processing")],
+        "errors": [{"campaign_id": 17810, "message": "Кампания не принимает заявки брокеров."}],
+        "algorithm": [{"ids": [17809], "pause": 0}],
+    }
+    outcome = ADAPTER.parse_lookup(answer(200, {"results": [doc_answer]}), d, dest)
+    assert isinstance(outcome, Pending)
+    assert outcome.external_id == "1"
+    stage_1 = {**doc_answer, "subid4": "lead-1"}  # the same lead's other stage
+    assert ADAPTER.parse_lookup(answer(200, {"results": [stage_1]}), d, dest) is None
+
+
+def test_several_applications_are_polled_page_by_page() -> None:
+    """Page n of the newest-first list; NotSeen off a full page, NotSeen(last) off the last one."""
+    dest = destination()
+    batch = [delivery(external_id=str(i), state=LeadState.AWAITING_STATUS) for i in range(1, 4)]
+    request = ADAPTER.build_poll(batch, dest, NOW, page=2)
+    assert request is not None
+    assert request.url.params["offset"] == "1000"
+    assert request.url.params["order_by"] == "-date_created"
+    assert ADAPTER.build_poll(batch, dest, NOW, page=20) is None
+    page = {"results": [{"id": 1, "responses": []}], "_meta": {"count": 1200, "offset": 500}}
+    answers = ADAPTER.parse_poll(answer(200, page), batch, dest)
+    assert answers[1:] == [NotSeen(last=False), NotSeen(last=False)]  # type: ignore[index]
+    last = {"results": [{"id": 1, "responses": []}], "_meta": {"count": 1001, "offset": 1000}}
+    answers = ADAPTER.parse_poll(answer(200, last), batch, dest)
+    assert answers[1:] == [NotSeen(last=True), NotSeen(last=True)]  # type: ignore[index]
 
 
 def test_one_application_is_polled_by_its_id() -> None:
@@ -398,18 +583,20 @@ def test_sync_create_waits_for_the_code_until_code_ttl() -> None:
     )
 
 
-def test_confirm_sends_the_code_and_a_wrong_one_keeps_waiting() -> None:
-    """The bank still waiting after a code means the code was wrong."""
+def test_any_answer_to_a_confirm_means_look_at_the_application() -> None:
+    """The document answers a confirm with waiting_sms_verification: the answer decides nothing."""
     request = ADAPTER.build_confirm("123", "1234", destination())
     assert str(request.url).endswith("/sync_create/123/confirm")
     assert form(request) == {"code": ["1234"]}
+    dest = destination()
+    # the document's own example answer to a confirm
     waiting = {"status": "waiting_sms_verification", "application_id": 123}
-    wrong = ADAPTER.parse_confirm(answer(200, waiting))
-    assert isinstance(wrong, Pending)
-    assert wrong.state == LeadState.WAITING_CODE
-    right = ADAPTER.parse_confirm(answer(200, {"status": "processing", "application_id": 123}))
-    assert isinstance(right, Pending)
-    assert (right.state, right.external_id) == (LeadState.AWAITING_STATUS, "123")
+    after = ADAPTER.parse_confirm(answer(200, waiting), dest)
+    assert isinstance(after, Pending)
+    assert (after.state, after.external_id) == (LeadState.AWAITING_STATUS, "123")
+    assert after.wait == dest.first_look  # polled soon, like any other application
+    refused = ADAPTER.parse_confirm(answer(400, {"code": ["Неверный код"]}), dest)
+    assert isinstance(refused, Rejected)
 
 
 def test_an_sms_application_goes_to_one_program() -> None:

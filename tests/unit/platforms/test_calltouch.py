@@ -20,6 +20,7 @@ from worker.platforms.calltouch import (
     CalltouchAdapter,
     CalltouchDestination,
 )
+from worker.sandbox import calltouch as calltouch_sandbox
 
 ADAPTER = CalltouchAdapter()
 DEST = CalltouchDestination(
@@ -177,7 +178,17 @@ def test_the_docs_example_lead_is_accepted_and_normalised() -> None:
         (
             lead(matching=[{"type": "callContact", "callContactParams": {"date": "x"}}]),
             "matching[0].callContactParams",
-            "phones or emails",
+            "needs phones to search by",
+        ),
+        (
+            lead(matching=[{"type": "leadContact", "leadContactParams": {"date": "x"}}]),
+            "matching[0].leadContactParams",
+            "needs phones or emails to search by",
+        ),
+        (
+            lead(matching=[{"type": "requestContact", "requestContactParams": {"date": "x"}}]),
+            "matching[0].requestContactParams",
+            "needs phones, emails or md5Phones to search by",
         ),
         (
             lead(addCustomFields={"customFields": [{"field": "f", "value": "v"}] * 21}),
@@ -233,6 +244,124 @@ def test_a_refusal_never_carries_the_value() -> None:
         ADAPTER.validate(raw)
     text = str(info.value)
     assert "777001" not in text and "0001122" not in text and "who@where" not in text
+
+
+PHONE = "79157771122"
+
+
+def contact(kind: str, **params: Any) -> dict[str, Any]:
+    """The doc's lead with one rule of `kind` (`leadContact`, …) holding `params`."""
+    return lead(matching=[{"type": kind, f"{kind}Params": params}])
+
+
+def refusals(raw: dict[str, Any]) -> dict[str, str]:
+    """The door's errors for `raw`, field path → rule."""
+    with pytest.raises(LeadInvalid) as info:
+        ADAPTER.validate(raw)
+    return {e.field: e.rule for e in info.value.errors}
+
+
+@pytest.mark.parametrize("key", ["tags", "tagsLogic"])
+@pytest.mark.parametrize("value", [["тег1"], "and", None])
+def test_request_contact_refuses_tags_the_doc_shows_only_elsewhere(key: str, value: Any) -> None:
+    """requestContactParams takes no tags or tagsLogic (the doc: request and leadContact only)."""
+    errors = refusals(contact("requestContact", phones=[PHONE], **{key: value}))
+    path = f"matching[0].requestContactParams.{key}"
+    assert list(errors) == [path]
+    assert "not taken by requestContact" in errors[path]
+    assert "request and leadContact only" in errors[path]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"phones": [PHONE], "emails": ["name@server.com"]},
+        {"emails": ["name@server.com"]},
+        {"phones": [PHONE], "emails": None},
+    ],
+    ids=["beside a phone", "the only key", "null"],
+)
+def test_call_contact_refuses_emails(params: dict[str, Any]) -> None:
+    """The doc finds a call by phone and date: callContactParams.emails is refused, named."""
+    errors = refusals(contact("callContact", **params))
+    path = "matching[0].callContactParams.emails"
+    assert list(errors) == [path]
+    assert errors[path] == "not taken by callContact: Calltouch finds a call by phone and date"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        lead(matching=[{"type": "request", "requestParams": {"requestId": 1, "tags": []}}]),
+        contact("leadContact", phones=[PHONE], tags=[], tagsLogic="and"),
+        contact("callContact", phones=[PHONE], tags=[]),
+    ],
+    ids=["request", "leadContact", "callContact"],
+)
+def test_an_empty_tags_array_is_refused_as_blank(raw: dict[str, Any]) -> None:
+    """Calltouch reads `tags: []` as blank; the door refuses it with the path and the rule."""
+    kind = raw["matching"][0]["type"]
+    path = f"matching[0].{kind}Params.tags"
+    errors = refusals(raw)
+    assert list(errors) == [path]
+    assert "at least 1 item" in errors[path]
+
+
+def test_every_key_the_doc_shows_is_still_taken() -> None:
+    """Each params key of the doc's example, and callContact's phone search, pass the door."""
+    call = {
+        "phones": [PHONE],
+        "date": "Дата и время звонка",
+        "tags": ["тег1"],
+        "tagsLogic": "or",
+        "callTypeToMatch": "nearest",
+        "searchDepth": 60,
+    }
+    raw = lead(matching=[*DOC_LEAD["matching"], {"type": "callContact", "callContactParams": call}])
+    normalised = ADAPTER.validate(raw)
+    assert normalised["matching"][2] == {
+        **DOC_LEAD["matching"][2],
+        "requestContactParams": {
+            **DOC_LEAD["matching"][2]["requestContactParams"],
+            "phones": [PHONE, "79158881122"],
+        },
+    }
+    assert normalised["matching"][3]["callContactParams"] == call
+    emails_only = ADAPTER.validate(contact("requestContact", emails=["name@server.com"]))
+    assert emails_only["matching"][0]["requestContactParams"] == {"emails": ["name@server.com"]}
+
+
+#: rule shapes near the edges of what each params object takes, the refused ones included
+SHAPES: list[dict[str, Any]] = [
+    {"type": "request", "requestParams": {"requestId": 1, "tags": ["t"], "tagsLogic": "or"}},
+    {"type": "request", "requestParams": {"requestId": 1, "tags": []}},
+    {"type": "requestContact", "requestContactParams": {"emails": ["a@b.ru"], "tags": ["t"]}},
+    {"type": "requestContact", "requestContactParams": {"phones": [PHONE], "tagsLogic": "and"}},
+    {"type": "requestContact", "requestContactParams": {"md5Phones": ["0" * 32]}},
+    {"type": "callContact", "callContactParams": {"emails": ["a@b.ru"]}},
+    {"type": "callContact", "callContactParams": {"phones": [PHONE], "emails": ["a@b.ru"]}},
+    {"type": "callContact", "callContactParams": {"phones": [PHONE], "tags": ["t"]}},
+    {"type": "callContact", "callContactParams": {"phones": [PHONE], "tags": []}},
+    {"type": "leadContact", "leadContactParams": {"emails": ["a@b.ru"], "tags": []}},
+    {"type": "leadContact", "leadContactParams": {"emails": ["a@b.ru"], "tags": ["t"]}},
+    {"type": "leadContact", "leadContactParams": {"phones": ["+7 (915) 888-11-22"]}},
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[json.dumps(s) for s in SHAPES])
+def test_what_the_door_takes_the_emulator_takes(shape: dict[str, Any]) -> None:
+    """
+    A lead the door accepts is valid to Calltouch's emulator as we send it; a
+    lead the door refuses, the emulator refuses too: none is accepted by us
+    and then rejected by the platform.
+    """
+    raw = lead(matching=[shape])
+    try:
+        sent = ADAPTER.validate(raw)
+    except LeadInvalid:
+        assert calltouch_sandbox.violations({"leads": [raw]})
+    else:
+        assert calltouch_sandbox.violations({"leads": [sent]}) == []
 
 
 def test_destination_caps_the_batch_at_100_and_takes_durations_as_seconds() -> None:

@@ -11,11 +11,24 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from worker.delivery import LOOKUP_PAGES as DELIVERY_LOOKUP_PAGES
 from worker.errors import LeadInvalid, PlatformContractError
 from worker.leads import Delivery, LeadState
-from worker.outcomes import Delivered, Failed, Rejected, StatusUpdate, Suspended, Throttled
+from worker.outcomes import (
+    Delivered,
+    Failed,
+    NotSeen,
+    Rejected,
+    StatusUpdate,
+    Suspended,
+    Throttled,
+)
 from worker.platforms.salesman import (
+    AUTH_ERRORS,
+    LOOKUP_PAGES,
+    PAGE,
     PERSONAL_FIELDS,
+    POLL_PAGES,
     SECRET_FIELDS,
     SalesmanAdapter,
     SalesmanDestination,
@@ -49,10 +62,14 @@ def delivery(payload: dict[str, Any] | None = None, **kw: Any) -> Delivery:
     )
 
 
-def html(body: Any, status: int = 200, **headers: str) -> httpx.Response:
-    """An answer the SalesMan way: JSON text labelled text/html."""
+def html(
+    body: Any, status: int = 200, request: httpx.Request | None = None, **headers: str
+) -> httpx.Response:
+    """An answer the SalesMan way: JSON text labelled text/html (to `request`, when given)."""
     text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-    return httpx.Response(status, text=text, headers={"Content-Type": "text/html", **headers})
+    return httpx.Response(
+        status, text=text, headers={"Content-Type": "text/html", **headers}, request=request
+    )
 
 
 def form(request: httpx.Request) -> dict[str, str]:
@@ -426,3 +443,276 @@ def test_stat_counts_open_and_processed_per_manager() -> None:
         "managers": [{"login": "vladislav@isaler.ru", "open": 2, "processed": 1}]
     }
     assert "error" in ADAPTER.parse_stat(html({"result": "Error", "error": {"code": "401"}}))
+
+
+# --- error codes: recognised wherever they come ----------------------------------------
+
+#: every place and spelling an error code may take in SalesMan's answer
+CODE_SHAPES = [
+    {"error": {"code": "400", "text": "Не верный API key"}},  # no `result` at all
+    {"error": {"code": 400}},
+    {"error": {"code": " 401 "}},
+    {"error": {"code": 402.0}},
+    {"result": "Error", "error": {"code": 401, "text": "Неизвестный пользователь"}},
+    {"error": "400"},
+    {"error": 402},
+    {"error": "400 – Не верный API key"},
+    {"code": "401"},
+    {"code": 400, "text": "Не верный API key"},
+    {"Error": "402"},
+    {"result": {"error": {"code": "400"}}},
+    {"result": {"code": 401}},
+    {"error": {"code": "400", "text": "…"}, "Error": "Ошибка добавления лида"},
+    {"result": {"text": "Success", "id": 940}, "error": {"code": "402"}},
+    {"error": {"code": "1", "text": "Ошибка добавления лида"}, "code": "400"},
+]
+
+
+@pytest.mark.parametrize("body", CODE_SHAPES)
+def test_an_auth_code_in_any_shape_pauses_the_destination_never_rejects(body: Any) -> None:
+    """400/401/402 as a string or a number, in any place: Suspended, whatever else is there."""
+    got = parse(html(body))
+    assert isinstance(got, Suspended), got
+    assert any(code in got.reason for code in AUTH_ERRORS)
+
+
+@pytest.mark.parametrize("body", CODE_SHAPES)
+def test_an_auth_code_in_any_shape_fails_lookup_poll_info_and_stat(body: Any) -> None:
+    """A lookup never reads it as "not there"; a poll, info and stat never as a record."""
+    lead = delivery(in_doubt=True)
+    request = ADAPTER.build_lookup(lead, DEST, CREATED)
+    assert request is not None
+    with pytest.raises(PlatformContractError):
+        ADAPTER.parse_lookup(html(body, request=request), lead, DEST)
+    one = delivery(external_id="940")
+    for batch in ([one], [one, delivery(external_id="941")]):
+        poll = ADAPTER.build_poll(batch, DEST, CREATED)
+        assert poll is not None
+        assert isinstance(ADAPTER.parse_poll(html(body, request=poll), batch, DEST), Failed)
+    info = ADAPTER.build_info(one, DEST)
+    assert info is not None
+    assert "error" in ADAPTER.parse_info(html(body, request=info))
+    assert "error" in ADAPTER.parse_stat(html(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"result": "Error", "error": {"code": "500"}},
+        {"result": "Error"},
+        {"result": "Success"},
+        {"data": 940},
+        [],
+        "null",
+    ],
+)
+def test_an_unknown_answer_to_an_add_is_in_doubt(body: Any) -> None:
+    """The CRM may hold the lead: look it up before sending again, never resend blind."""
+    got = parse(html(body))
+    assert isinstance(got, Failed)
+    assert got.in_doubt
+
+
+# --- info: `data` is an array -------------------------------------------------------
+
+RECORD = {
+    "id": "940",
+    "datum": "2026-11-22",
+    "datum_do": "2026-11-23",
+    "phone": "+79001234567",
+    "status": "2",
+    "statusName": "Обработан",
+    "rezult": "3",
+    "rezultName": "Другое",
+    "userName": "Менеджер",
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": [RECORD]},  # the document: "В поле “data” приходит массив"
+        {"data": [{**RECORD, "id": "1"}, RECORD]},
+        {"data": RECORD},  # an associative array, as PHP encodes one
+        {"result": {"data": [RECORD], "id": "940"}},  # inside `result`
+        {"result": {"data": RECORD, "id": "940"}},
+    ],
+)
+def test_info_reads_its_data_array(body: Any) -> None:
+    """The record asked for, by its id, whether data is an array or an object."""
+    request = ADAPTER.build_info(delivery(external_id="940"), DEST)
+    assert request is not None
+    shown = ADAPTER.parse_info(html(body, request=request))
+    assert (shown["id"], shown["status_name"], shown["rezult_name"]) == (
+        "940",
+        "Обработан",
+        "Другое",
+    )
+    assert (shown["datum_do"], shown["user"]) == ("2026-11-23", "Менеджер")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": []},
+        {"data": [{**RECORD, "id": "1"}]},
+        {"data": [{"title": "vladislav@isaler.ru", "open": "2", "processed": "1"}]},
+    ],
+)
+def test_info_without_the_record_asked_for_shows_none(body: Any) -> None:
+    """An empty array, another lead's record, or `stat`'s rows (info's old name): no record."""
+    request = ADAPTER.build_info(delivery(external_id="940"), DEST)
+    assert request is not None
+    assert "no such lead" in ADAPTER.parse_info(html(body, request=request))["error"]
+
+
+# --- reconciliation: pages, then info alone ------------------------------------------
+
+
+def test_one_lead_alone_is_asked_about_by_info_with_its_crm_id() -> None:
+    """`action=info&id=<external id>` on page 0; no page after it."""
+    one = [delivery(external_id="940")]
+    request = ADAPTER.build_poll(one, DEST, CREATED)
+    assert request is not None
+    assert form(request) == {
+        "login": DEST.login,
+        "apikey": KEY,
+        "action": "info",
+        "id": "940",
+    }
+    assert ADAPTER.build_poll(one, DEST, CREATED, page=1) is None
+
+
+def test_the_poll_pages_on_up_to_its_last_page() -> None:
+    """Page n of the list is `offset=n`; past POLL_PAGES there is no page to read."""
+    batch = [delivery(external_id="8"), delivery(external_id="9")]
+    for page in range(POLL_PAGES):
+        request = ADAPTER.build_poll(batch, DEST, CREATED, page=page)
+        assert request is not None
+        assert (form(request)["action"], form(request)["offset"]) == ("list", str(page))
+    assert ADAPTER.build_poll(batch, DEST, CREATED, page=POLL_PAGES) is None
+    assert ADAPTER.build_poll([], DEST, CREATED) is None
+
+
+def page_of(n: int, datum: str = "2026-11-22", first_id: int = 5000) -> list[dict[str, str]]:
+    """`n` records of other leads, newest first, all on `datum`."""
+    return [{"id": str(first_id - i), "datum": datum, "status": "0"} for i in range(n)]
+
+
+def test_a_lead_not_on_a_full_page_is_not_seen_and_on_a_short_one_absent() -> None:
+    """A full page may not reach it (NotSeen: next page, then info); a short one ended the list."""
+    batch = [delivery(external_id="8"), delivery(external_id="9")]
+    request = ADAPTER.build_poll(batch, DEST, CREATED)
+    assert request is not None
+    full = [{"id": "8", "datum": "2026-11-22", "status": "2"}, *page_of(PAGE - 1)]
+    answers = ADAPTER.parse_poll(html({"data": full}, request=request), batch, DEST)
+    assert isinstance(answers, list)
+    assert isinstance(answers[0], StatusUpdate)
+    assert answers[1] == NotSeen(last=False)
+    short = ADAPTER.parse_poll(html({"data": full[:10]}, request=request), batch, DEST)
+    assert isinstance(short, list) and short[1] is None
+
+
+def test_a_page_that_ignored_the_filters_leaves_the_rest_to_info_at_once() -> None:
+    """Records from before our dateStart: the CRM ignores paging too, so no later page helps."""
+    batch = [delivery(external_id="8"), delivery(external_id="9")]
+    request = ADAPTER.build_poll(batch, DEST, CREATED)
+    assert request is not None
+    old = page_of(PAGE, datum="2026-11-21")  # on the dateStart day: not "after" it
+    answers = ADAPTER.parse_poll(html({"data": old}, request=request), batch, DEST)
+    assert answers == [NotSeen(last=True), NotSeen(last=True)]
+
+
+def test_the_last_poll_page_says_so() -> None:
+    """On page POLL_PAGES - 1 a lead not found is NotSeen(last=True): info next."""
+    batch = [delivery(external_id="8"), delivery(external_id="9")]
+    request = ADAPTER.build_poll(batch, DEST, CREATED, page=POLL_PAGES - 1)
+    assert request is not None
+    answers = ADAPTER.parse_poll(html({"data": page_of(PAGE)}, request=request), batch, DEST)
+    assert answers == [NotSeen(last=True), NotSeen(last=True)]
+
+
+def test_info_alone_reads_the_status_from_its_data_array() -> None:
+    """The poll's `info` answer: a StatusUpdate from the one record; none when absent."""
+    one = [delivery(external_id="940")]
+    request = ADAPTER.build_poll(one, DEST, CREATED)
+    assert request is not None
+    (update,) = ADAPTER.parse_poll(html({"data": [RECORD]}, request=request), one, DEST)  # type: ignore[misc]
+    assert isinstance(update, StatusUpdate)
+    assert update.detail == "Обработан/Другое"
+    assert ADAPTER.parse_poll(html({"data": []}, request=request), one, DEST) == [None]
+
+
+# --- the lookup: never "not there" on pages that may repeat --------------------------
+
+
+def lookup(body: Any, page: int = 0, **kw: Any) -> Any:
+    """The adapter's reading of lookup page `page` for lead `abc123`."""
+    lead = delivery(in_doubt=True, **kw)
+    request = ADAPTER.build_lookup(lead, DEST, CREATED + timedelta(minutes=5), page=page)
+    assert request is not None
+    return ADAPTER.parse_lookup(html(body, request=request), lead, DEST)
+
+
+def test_the_lookup_never_gives_up_into_a_resend() -> None:
+    """Full pages without the marker: NotSeen up to the last page, then held, dead, in doubt."""
+    for page in range(LOOKUP_PAGES - 1):
+        assert lookup({"data": page_of(PAGE)}, page) == NotSeen()
+    last = lookup({"data": page_of(PAGE)}, LOOKUP_PAGES - 1)
+    assert isinstance(last, Rejected)
+    assert last.state == LeadState.DEAD
+    assert marker("abc123") in last.reason
+    assert LOOKUP_PAGES <= DELIVERY_LOOKUP_PAGES  # the loop reads as far as the adapter holds
+
+
+def test_a_lookup_page_that_ignored_the_filters_holds_the_lead_at_once() -> None:
+    """Records from before our dateStart: the pages would repeat; no page can say "absent"."""
+    held = lookup({"data": page_of(PAGE, datum="2026-11-21")})
+    assert isinstance(held, Rejected)
+    assert held.state == LeadState.DEAD
+    assert "repeat" in held.reason
+
+
+def test_a_page_that_went_past_the_lead_proves_it_absent() -> None:
+    """Newest first, oldest record stamped over a day before the lead: it would be above."""
+    newer = page_of(PAGE - 1, datum="2026-11-22 09:00:00")
+    older = [{"id": "1", "datum": "2026-11-20 23:00:00", "status": "0"}]
+    assert lookup({"data": newer + older}) is None
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [*page_of(PAGE - 1, datum="2026-11-22 09:00:00"), {"id": "1", "datum": "2026-11-22 01:00"}],
+        [*page_of(PAGE - 1, datum="2026-11-22 09:00:00"), {"id": "1", "datum": ""}],
+    ],
+)
+def test_a_page_proves_nothing_unless_old_enough_and_stamped(records: list[Any]) -> None:
+    """Within a day of the lead (in some zone it may be older), or unstamped: look further."""
+    assert lookup({"data": records}, page=1) == NotSeen()
+
+
+def test_a_page_out_of_order_proves_nothing_absent() -> None:
+    """Old records, but not newest first: the lead may sit anywhere; held, never sent."""
+    records = [{"id": "1", "datum": "2026-11-01"}, *page_of(PAGE - 1, datum="2026-11-22")]
+    got = lookup({"data": records}, page=1)
+    assert isinstance(got, Rejected)
+    assert got.state == LeadState.DEAD
+
+
+def test_a_lookup_without_its_request_counts_as_the_last_page() -> None:
+    """Not knowing which page it read, the lookup takes the cautious reading."""
+    got = ADAPTER.parse_lookup(html({"data": page_of(PAGE)}), delivery(in_doubt=True), DEST)
+    assert isinstance(got, Rejected)
+
+
+def test_the_public_sources_empty_list_is_an_empty_page() -> None:
+    """`{"result": "Error", "error": {"code": "404", "text": "Не найдено"}}`: nothing there."""
+    body = {"result": "Error", "error": {"code": "404", "text": "Не найдено"}}
+    assert lookup(body) is None
+
+
+def test_the_lookup_always_builds_a_request() -> None:
+    """None would tell the loop "no way to look: send again"."""
+    for page in range(LOOKUP_PAGES + 2):
+        assert ADAPTER.build_lookup(delivery(in_doubt=True), DEST, CREATED, page=page) is not None

@@ -23,22 +23,34 @@ every program in errors[]  Rejected with their messages
 
 Staging runs on our side by default (`staging = "client"`): stage N of the
 normalised `campaigns` is its own delivery and its own application, sent when
-`worker.staging` says the stage before it is decided. `staging = "server"` hands
-Admitad the whole algorithm in one create and follows its `responses`.
+`worker.staging` says the stage before it is decided, as ONE group
+(`[[17809, 16126]]`: bare ids, `[17809, 16126]`, would be one stage each).
+Stage 1 waits its own pause too. `staging = "server"` hands Admitad the whole
+algorithm in one create and follows its `responses`.
 
-Admitad has no idempotency key: our lead id goes in `subid_field`, and a create
-whose answer was lost is looked up by it before it is sent again.
+Before sending, each program's campaign_settings are checked: a program whose
+rule the application breaks, or whose settings cannot be fetched after
+`settings_attempts` sends, is dropped from the stage (recorded under
+`data["dropped"]` with the reason) and the stage goes to its other programs;
+only a stage left with no program is rejected.
+
+Admitad has no idempotency key: a marker goes in `subid_field` (our lead id,
+`<lead id>.<stage>` from stage 2 on), a lead may not set that field itself,
+and a create whose answer was lost is looked up by the marker alone before it
+is sent again (Admitad's `algorithm` leaves errored programs out, so it cannot
+be matched against what we sent).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PositiveInt, SecretStr, field_validator
 
 from worker import staging
 from worker.config import DestinationConfig
@@ -49,10 +61,12 @@ from worker.outcomes import (
     Delivered,
     Failed,
     LeadOutcome,
+    Narrowed,
     NotSeen,
     Pending,
     PollAnswer,
     Rejected,
+    Retry,
     StatusUpdate,
     Suspended,
     Throttled,
@@ -78,6 +92,8 @@ RATE_LIMITED = 4
 NO_RIGHTS = 2
 #: applications asked for in one list request when several are polled together
 POLL_PAGE = 500
+#: the most list pages one polling pass reads (10,000 applications)
+POLL_PAGES = 20
 #: states of a stage that settled it without any program accepting
 REFUSED_STATES = frozenset(
     {LeadState.REJECTED, LeadState.DEAD, LeadState.EXPIRED, LeadState.ERROR, LeadState.UNMATCHED}
@@ -98,8 +114,14 @@ class AdmitadDestination(DestinationConfig):
     staging: Literal["client", "server"] = "client"
     #: the statuses that count as the advertiser taking an application (for staging)
     accepted_statuses: frozenset[str] = frozenset({"waiting", "approved"})
-    #: where our lead id goes, to find an application whose answer was lost
+    #: where the relay's marker goes, to find an application whose answer was lost;
+    #: a lead that sets this field itself is refused at the door
     subid_field: SubidField = "subid4"
+    #: sends a lead waits for a program's campaign_settings before that program is dropped
+    settings_attempts: PositiveInt = 3
+    #: the first look at an undecided stage; each later look waits twice as long,
+    #: up to poll_interval
+    first_look: timedelta = timedelta(seconds=5)
     #: send every application with test_mode=1: Admitad answers without creating one
     test_mode: bool = False
     #: 600 requests a minute per application, Admitad's own limit
@@ -126,6 +148,7 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
     config_model = AdmitadDestination
     max_batch = 1
     deduplicates = False
+    poll_batch = POLL_PAGE * POLL_PAGES
 
     # ------------------------------------------------------------------ the door
 
@@ -155,10 +178,38 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         out["campaigns"] = notation.to_algorithm(stages)
         return out
 
+    def validate_for(self, raw: Mapping[str, Any], dest: AdmitadDestination) -> dict[str, Any]:
+        """`validate`, and the marker's field (`subid_field`) left to us."""
+        errors: list[FieldError] = []
+        out: dict[str, Any] = {}
+        try:
+            out = self.validate(raw)
+        except LeadInvalid as exc:
+            errors += exc.errors
+        if isinstance(raw, Mapping) and raw.get(dest.subid_field) not in (None, ""):
+            errors.append(
+                FieldError(
+                    dest.subid_field,
+                    "must be left empty: this destination puts the relay's lookup marker "
+                    "there (subid_field); use another subid",
+                )
+            )
+        if errors:
+            raise LeadInvalid(errors)
+        out.pop(dest.subid_field, None)
+        return out
+
     def stages(self, payload: Mapping[str, Any], dest: AdmitadDestination) -> int:
         if dest.staging == "server" or payload.get("sms_verification"):
             return 1
         return len(payload["campaigns"])
+
+    def first_delay(self, payload: Mapping[str, Any], dest: AdmitadDestination) -> timedelta:
+        """Stage 1's own pause; with server staging Admitad waits it itself."""
+        if dest.staging == "server" and not payload.get("sms_verification"):
+            return timedelta(0)
+        stages = notation.from_payload(payload.get("campaigns", []))
+        return staging.first_delay(stages, minute=dest.pause_minute)
 
     # ------------------------------------------------------------------ sending
 
@@ -167,15 +218,21 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
     ) -> httpx.Request:
         """A create (or sync_create) of one delivery: the stage's programs, or the algorithm."""
         (delivery,) = deliveries
+        ids = _send_ids(delivery, dest)
         if delivery.payload.get("sms_verification"):
-            (c_id,) = _stage_ids(delivery, dest)
+            (c_id,) = ids
             return self.build_sync_create(delivery.payload, c_id, dest, lead_id=delivery.lead_id)
-        form = _fields(delivery.payload, dest, delivery.lead_id)
+        form = _fields(delivery.payload, dest, marker(delivery))
         if dest.staging == "server":
-            stages = notation.from_payload(delivery.payload["campaigns"])
-            form["campaigns"] = json.dumps(notation.to_algorithm(stages))
+            dropped = _dropped(delivery)
+            stages = [
+                notation.Stage(tuple(i for i in s.ids if i not in dropped), s.pause)
+                for s in notation.from_payload(delivery.payload["campaigns"])
+            ]
+            form["campaigns"] = json.dumps(notation.compact([s for s in stages if s.ids]))
         else:
-            form["campaigns"] = json.dumps(_stage_ids(delivery, dest))
+            # one group: `[17809, 16126]` would be two stages to Admitad, `[[17809, 16126]]` is one
+            form["campaigns"] = json.dumps(notation.compact([notation.Stage(tuple(ids))]))
         return httpx.Request("POST", _url(dest, "create/"), data=form)
 
     def auth(self, dest: AdmitadDestination, cache: KeyValueCache) -> httpx.Auth:
@@ -213,15 +270,34 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         if dest.staging == "server" or delivery.stage <= 0:
             return None
         stages = notation.from_payload(delivery.payload.get("campaigns", []))
-        verdict: staging.Verdict
-        if state in REFUSED_STATES:
-            verdict = "refused"
-        else:
-            statuses = [str(r.get("status")) for r in data.get("responses") or []]
-            verdict = staging.decide(statuses, dest.accepted_statuses)
+        verdict = _verdict(delivery, dest, state, data)
         return staging.next_stage_due(
             stages, delivery.stage, verdict, now, minute=dest.pause_minute
         )
+
+    def next_look(
+        self,
+        delivery: Delivery,
+        dest: AdmitadDestination,
+        state: LeadState,
+        data: Mapping[str, Any],
+    ) -> timedelta:
+        """
+        Soon while the application's stage is undecided (5 s, then doubling up
+        to `poll_interval`), so its verdict and the next stage's pause are seen
+        on time; `poll_interval` once it is decided.
+        """
+        interval = timedelta(seconds=dest.poll_interval)
+        if state != LeadState.AWAITING_STATUS:
+            return interval
+        if dest.staging == "client" and delivery.stage > 0:
+            undecided = _verdict(delivery, dest, state, data) == "undecided"
+        else:
+            statuses = [str(r.get("status")) for r in _listed(data.get("responses"))]
+            undecided = not statuses or "processing" in statuses
+        if not undecided:
+            return interval
+        return staging.next_look(int(data.get("looks", 1)), interval, first=dest.first_look)
 
     # ------------------------------------------------------------------ programs' rules
 
@@ -233,28 +309,48 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
                 rules.build_settings_request(c_id, dest),
                 dest.settings_ttl,
             )
-            for c_id in _stage_ids(delivery, dest)
+            for c_id in _send_ids(delivery, dest)
         ]
 
     def check(
-        self, delivery: Delivery, dest: AdmitadDestination, answers: Mapping[str, str]
-    ) -> LeadOutcome | None:
-        """Rejected (naming program, field and rule) when a program's own rule is broken."""
-        errors: list[FieldError] = []
-        for c_id in _stage_ids(delivery, dest):
-            text = answers.get(rules.settings_key(dest, c_id))
-            if text is None:
+        self,
+        delivery: Delivery,
+        dest: AdmitadDestination,
+        answers: Mapping[str, str],
+        failed: Mapping[str, str] | None = None,
+    ) -> LeadOutcome | Narrowed | None:
+        """
+        Each program's own rules against the application. A program whose rule
+        is broken, or whose settings keep failing to come (`settings_attempts`
+        sends), is dropped from the stage with the reason; the stage goes to the
+        rest (Narrowed). Rejected only when no program is left. A settings
+        fetch that failed for a passing reason retries the lead first.
+        """
+        failed = failed or {}
+        dropped = _dropped(delivery)
+        new: dict[int, str] = {}
+        waiting: list[str] = []
+        for c_id in _send_ids(delivery, dest):
+            key = rules.settings_key(dest, c_id)
+            if key in failed and _passing(failed[key]):
+                if delivery.attempt < dest.settings_attempts:
+                    waiting.append(f"{c_id} ({failed[key]})")
+                else:
+                    new[c_id] = f"campaign_settings could not be fetched: {failed[key]}"
                 continue
-            try:
-                program = rules.parse_settings(text)
-            except PlatformContractError:
-                continue  # unreadable settings: Admitad itself judges the application
-            errors += rules.check_program(delivery.payload, c_id, program)
-        if not errors:
+            broken = _broken_rules(delivery.payload, c_id, answers.get(key))
+            if broken:
+                new[c_id] = broken
+        if waiting:
+            return Retry("campaign_settings could not be fetched for program " + ", ".join(waiting))
+        if not new:
             return None
-        return Rejected(
-            "; ".join(str(e) for e in errors), data={"program_rules": [str(e) for e in errors]}
-        )
+        dropped.update(new)
+        data = {"dropped": [{"campaign_id": c, "message": m} for c, m in dropped.items()]}
+        words = "; ".join(f"campaign {c}: {m}" for c, m in new.items())
+        if not _send_ids(delivery, dest, dropped):
+            return Rejected(f"no program of this stage is left: {words}", data=data)
+        return Narrowed(data, f"not sent to: {words}")
 
     # ------------------------------------------------------------------ lookups
 
@@ -262,21 +358,21 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         self, delivery: Delivery, dest: AdmitadDestination, now: datetime, page: int = 0
     ) -> httpx.Request | None:
         """
-        The applications carrying our lead id in `subid_field` (one per stage at
-        most): the filter is exact, so one page always says.
+        The applications carrying this delivery's marker in `subid_field`: the
+        filter is exact and the marker unique per lead and stage, so one page says.
         """
-        params = {dest.subid_field: delivery.lead_id, "limit": "100", "offset": "0"}
+        params = {dest.subid_field: marker(delivery), "limit": "100", "offset": "0"}
         return httpx.Request("GET", _url(dest, ""), params=params)
 
     def parse_lookup(
         self, response: httpx.Response, delivery: Delivery, dest: AdmitadDestination
     ) -> LeadOutcome | None:
-        """The application this delivery created, when Admitad has it; None to send again."""
-        wanted = set(_stage_ids(delivery, dest))
+        """
+        The application this delivery created, matched by the marker alone
+        (never by `algorithm`, which leaves errored programs out); None to send again.
+        """
         for record in _results(response):
-            if str(record.get(dest.subid_field)) != delivery.lead_id:
-                continue
-            if _programs(record) != wanted:
+            if str(record.get(dest.subid_field)) != marker(delivery):
                 continue
             if delivery.payload.get("sms_verification") and not record.get("responses"):
                 return Pending(
@@ -301,18 +397,23 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
     # ------------------------------------------------------------------ polling
 
     def build_poll(
-        self, deliveries: Sequence[Delivery], dest: AdmitadDestination, now: datetime
+        self,
+        deliveries: Sequence[Delivery],
+        dest: AdmitadDestination,
+        now: datetime,
+        page: int = 0,
     ) -> httpx.Request | None:
         """
-        One application: `?id=` (one request, one record). Several: one page of
-        the list since the day before the oldest one was created, newest first,
-        `POLL_PAGE` records: one request instead of one each. An application
-        beyond that page is NotSeen, and the poller asks about it alone.
+        One application alone: `?id=` (one request, one record). Several: page
+        `page` of the list since the day before the oldest was accepted, newest
+        first, `POLL_PAGE` records a page, up to `POLL_PAGES` pages; newest
+        first, so applications created meanwhile shift the pages down and none
+        is skipped. One request per 500 applications instead of one each.
         """
         polled = [d for d in deliveries if d.external_id]
-        if not polled:
+        if not polled or page >= POLL_PAGES:
             return None
-        if len(polled) == 1:
+        if len(deliveries) == 1 and page == 0:
             params = {"id": str(polled[0].external_id), "limit": "1", "offset": "0"}
         else:
             oldest = min(d.created_at for d in polled) - timedelta(days=1)
@@ -320,7 +421,7 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
                 "date_start": oldest.strftime("%d.%m.%Y"),
                 "order_by": "-date_created",
                 "limit": str(POLL_PAGE),
-                "offset": "0",
+                "offset": str(page * POLL_PAGE),
             }
         return httpx.Request("GET", _url(dest, ""), params=params)
 
@@ -329,7 +430,8 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
     ) -> Sequence[PollAnswer] | Throttled | Failed:
         """
         A StatusUpdate per delivery whose application changed; None where
-        nothing did; NotSeen where a page of several did not reach it.
+        nothing did; NotSeen where a page of several did not reach it (`last`
+        when the list ends on this page).
         """
         refusal = _refusal(response)
         if isinstance(refusal, Suspended):
@@ -338,12 +440,14 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
             return refusal
         if response.status_code != 200:
             return Failed(f"HTTP {response.status_code} to a status poll")
-        by_id = {str(r.get("id")): r for r in _results(response)}
+        results = _results(response)
+        last = _last_page(response, len(results))
+        by_id = {str(r.get("id")): r for r in results}
         answers: list[PollAnswer] = []
         for d in deliveries:
             record = by_id.get(str(d.external_id))
             if record is None and len(deliveries) > 1:
-                answers.append(NotSeen())
+                answers.append(NotSeen(last=last))
             else:
                 answers.append(_status(record, d))
         return answers
@@ -397,9 +501,15 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         return httpx.Request("POST", _url(dest, path), data={"code": code})
 
     def parse_confirm(
-        self, response: httpx.Response
+        self, response: httpx.Response, dest: AdmitadDestination
     ) -> LeadOutcome | Failed | Suspended | Throttled:
-        """Still `waiting_sms_verification`: a wrong code; anything else: polled as usual."""
+        """
+        The bank's answer to a code. Admitad's own example answers
+        `waiting_sms_verification` to a confirm, so the answer does not say
+        whether the code was right: any answer means "look at the application"
+        (Pending, polled soon like any other). A 4xx is a refused code (Rejected:
+        the lead may take another until the code expires).
+        """
         refusal = _refusal(response)
         if refusal is not None:
             return refusal
@@ -408,12 +518,14 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
             return body
         if response.status_code >= 400:
             return Rejected(f"Admitad refused the code: {_words(body)}")
-        status = str(body.get("status", ""))
+        status = str(body.get("status", ""))[:100]
         a_id = str(body.get("application_id") or "") or None
-        if status == WAITING_SMS:
-            detail = "the bank still waits for the right code"
-            return Pending(a_id, detail, {"status": status}, state=LeadState.WAITING_CODE)
-        return Pending(a_id, f"code confirmed: {status}", {"status": status})
+        return Pending(
+            a_id,
+            f"code passed to the bank; Admitad answered {status or 'without a status'}",
+            {"confirm": status},
+            wait=_first_look(dest),
+        )
 
     # overrides of the common reading, so the delivery loop's lookups agree with us
     def throttle_or_failure(self, response: httpx.Response) -> Throttled | Failed | None:
@@ -436,14 +548,100 @@ def _stage_ids(delivery: Delivery, dest: AdmitadDestination) -> list[int]:
     return list(stages[delivery.stage - 1].ids)
 
 
+def marker(delivery: Delivery) -> str:
+    """
+    What goes in `subid_field` to find this delivery's application again: our
+    lead id, and from stage 2 on `<lead id>.<stage>` (each stage is its own
+    application, so each needs its own marker). 34 characters at most: every
+    subid (50, subid4 120) holds it.
+    """
+    return delivery.lead_id if delivery.stage <= 1 else f"{delivery.lead_id}.{delivery.stage}"
+
+
+def _first_look(dest: AdmitadDestination) -> timedelta:
+    """The first look at a new application: soon, and never later than poll_interval."""
+    return min(dest.first_look, timedelta(seconds=dest.poll_interval))
+
+
+def _dropped(delivery: Delivery) -> dict[int, str]:
+    """Programs left out of this delivery before sending (a broken rule of theirs): id → why."""
+    return {
+        int(d["campaign_id"]): str(d.get("message", ""))
+        for d in delivery.data.get("dropped") or []
+        if isinstance(d, Mapping) and isinstance(d.get("campaign_id"), int)
+    }
+
+
+def _send_ids(
+    delivery: Delivery, dest: AdmitadDestination, dropped: Mapping[int, str] | None = None
+) -> list[int]:
+    """The programs this delivery goes to: its stage's (or all), less the dropped ones."""
+    left_out = _dropped(delivery) if dropped is None else dropped
+    return [c_id for c_id in _stage_ids(delivery, dest) if c_id not in left_out]
+
+
+def _passing(why: str) -> bool:
+    """
+    A settings fetch that failed for a reason that may pass (5xx, 429, a
+    timeout, a cut connection): the lead waits a few sends for it. Any other
+    answer (a 404: no settings) leaves the program to Admitad's own judgement.
+    """
+    return why.startswith(("HTTP 5", "HTTP 429", "not sent", "answer lost", "request failed"))
+
+
+def _broken_rules(payload: Mapping[str, Any], c_id: int, text: str | None) -> str:
+    """The program's own rules the application breaks, in words; empty when none (or unknown)."""
+    if text is None:
+        return ""
+    try:
+        program = rules.parse_settings(text)
+    except PlatformContractError:
+        return ""  # unreadable settings: Admitad itself judges the application
+    errors = rules.check_program(payload, c_id, program)
+    return "; ".join(f"{e.field.removeprefix(f'campaign {c_id}: ')}: {e.rule}" for e in errors)
+
+
+def _listed(value: Any) -> list[Mapping[str, Any]]:
+    return [r for r in value if isinstance(r, Mapping)] if isinstance(value, list) else []
+
+
+def _verdict(
+    delivery: Delivery, dest: AdmitadDestination, state: LeadState, data: Mapping[str, Any]
+) -> staging.Verdict:
+    """
+    The verdict on the stage this delivery carried: refused when it settled
+    without reaching any program; otherwise from each program's answer
+    (`worker.staging.decide`): a response, an entry in `errors[]`, or dropped.
+    """
+    if state in REFUSED_STATES:
+        return "refused"
+    statuses: dict[int, str] = {}
+    for r in _listed(data.get("responses")):
+        if isinstance(r.get("campaign_id"), int):
+            statuses[int(r["campaign_id"])] = str(r.get("status"))
+    answered = _error_ids(data) | set(_dropped(replace(delivery, data=data)))
+    return staging.decide(_stage_ids(delivery, dest), statuses, answered, dest.accepted_statuses)
+
+
+def _last_page(response: httpx.Response, count: int) -> bool:
+    """Whether a list answer is its last page: `_meta` says so, or the page is short."""
+    body = json_body(response)
+    meta = body.get("_meta") if isinstance(body, Mapping) else None
+    if isinstance(meta, Mapping):
+        total, offset = meta.get("count"), meta.get("offset")
+        if isinstance(total, int) and isinstance(offset, int):
+            return offset + count >= total
+    return count < POLL_PAGE
+
+
 def _fields(
-    payload: Mapping[str, Any], dest: AdmitadDestination, lead_id: str | None
+    payload: Mapping[str, Any], dest: AdmitadDestination, mark: str | None
 ) -> dict[str, str]:
-    """The application's fields as form data, consent given, our lead id in `subid_field`."""
+    """The application's fields as form data, consent given, the marker in `subid_field`."""
     form = {k: str(v) for k, v in payload.items() if k not in rules.CONTROL_FIELDS}
     form["user_notified"] = "1"
-    if lead_id is not None:
-        form[dest.subid_field] = lead_id
+    if mark is not None:
+        form[dest.subid_field] = mark
     if dest.test_mode or payload.get("test_mode") == 1:
         form["test_mode"] = "1"
     return form
@@ -522,16 +720,10 @@ def _created(
             return Delivered(detail="test mode: no application created", data=data)
         # not test mode, yet no id: whether an application exists is unknown; look first
         return Failed("Admitad answered a create without an application id", in_doubt=True)
-    sent = _programs(body) or set(_stage_ids(delivery, dest))
-    if not responses and sent <= _error_ids(body):
+    if not responses and set(_send_ids(delivery, dest)) <= _error_ids(body):
         words = "; ".join(f"{e.get('campaign_id')}: {e.get('message')}" for e in errors)
         return Rejected(f"no program takes this application: {words}", data=data)
-    return Pending(
-        str(body["id"]),
-        _summary(responses),
-        data,
-        wait=timedelta(seconds=dest.poll_interval),
-    )
+    return Pending(str(body["id"]), _summary(responses), data, wait=_first_look(dest))
 
 
 def _summary(responses: Sequence[Mapping[str, Any]]) -> str:

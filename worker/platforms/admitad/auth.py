@@ -14,7 +14,10 @@ the same one: Admitad caps how many live tokens an application may hold
   unless another worker already put a different token in the cache, and send
   the request once more. A second refusal is the caller's answer to map.
 * The token endpoint refusing client credentials raises AuthRefused with the
-  status and `error_code` only: never the secret, never the body.
+  status and `error_code` only: never the secret, never the body. Only a 4xx
+  is a refusal. A 5xx, a 429, or a 200 whose body holds no token is
+  TokenUnavailable, retried like any passing failure (a refusal would pause
+  the destination for `auth_pause`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from worker.errors import AuthRefused
+from worker.errors import AuthRefused, TokenUnavailable
 from worker.platforms.base import KeyValueCache, basic_auth
 
 if TYPE_CHECKING:
@@ -118,6 +121,12 @@ class AdmitadAuth(httpx.Auth):
         }
         response = yield self._token_request(form)
         token = self._keep(response)
+        refused = 400 <= response.status_code < 500 and response.status_code != 429
+        if token is None and not refused:
+            raise TokenUnavailable(
+                f"Admitad's token endpoint failed for destination {self.dest.name!r} "
+                f"(HTTP {response.status_code}, error_code {error_code(response)})"
+            )
         if token is None:
             raise AuthRefused(
                 f"Admitad refused a token to destination {self.dest.name!r} "

@@ -117,6 +117,24 @@ def to_algorithm(stages: Sequence[Stage]) -> list[dict[str, Any]]:
     return [s.to_json() for s in stages]
 
 
+def compact(stages: Sequence[Stage]) -> list[Any]:
+    """
+    The stages in the shortest notation that means them, as the document writes
+    `campaigns`: a stage of one program with no pause is its bare id, of several
+    programs a list, with a pause an object. `[17809, 17810]` (two stages) and
+    `[[17809, 16126]]` (one stage of two) read back exactly as given.
+    """
+    out: list[Any] = []
+    for stage in stages:
+        if stage.pause:
+            out.append(stage.to_json())
+        elif len(stage.ids) == 1:
+            out.append(stage.ids[0])
+        else:
+            out.append(list(stage.ids))
+    return out
+
+
 def program_ids(stages: Sequence[Stage]) -> list[int]:
     """Every program the stages reach, in order."""
     return [c_id for stage in stages for c_id in stage.ids]
