@@ -369,10 +369,11 @@ def _split(
     that, then send each half on its own request (halving again where a half is
     refused whole), so only the leads the platform itself refuses end rejected.
 
-    The halves go one after the other, within the claim's lease. When one is
-    deferred (no limiter slot, a cooldown, a pause) or goes back because the
-    lease is running out, the half not yet sent goes back with it, due again:
-    nothing is lost, and nothing is sent once the lease may have ended.
+    The halves go one after the other, each on a lease renewed before it goes
+    when too little is left. When one is deferred (no limiter slot, a cooldown,
+    a pause) or its claim was lost meanwhile, the half not yet sent goes back
+    with it, due again: nothing is lost, and nothing is sent under a claim
+    that may have ended.
     """
     if len(batch) < 2:  # nothing to halve: a one-lead refusal is that lead's own
         refused: list[LeadOutcome] = [Rejected(answer.reason)] * len(batch)
@@ -396,7 +397,7 @@ def _split(
     done = _send_part(ctx, dest, adapter, owner, first, lease_until, step)
     if done is not None:
         _release(ctx, owner, second, done)
-        if step.kind == "sent":  # the lease ran short: the next claim sends them
+        if step.kind == "sent":  # the claim was lost: the sweeper puts them back
             step.outcomes["released"] += len(second)
         return step
     _send_part(ctx, dest, adapter, owner, second, lease_until, step)
@@ -420,7 +421,7 @@ def _send_part(
     """
     Send one part of a split batch, adding what it did to `step`. None when the
     loop may go on to the next part; otherwise when the parts not yet sent are
-    due again: at once when the lease ran short or a pause holds the
+    due again: at once when the claim was lost or a pause holds the
     destination, after the wait when a limiter slot or a cooldown did.
     """
     sub = _send_batch(ctx, dest, adapter, owner, part, lease_until=lease_until, part=True)

@@ -559,6 +559,8 @@ class Tally:
     unflagged_twice: list[str] = field(default_factory=list)
     twice: list[str] = field(default_factory=list)
     dead_without_reason: list[str] = field(default_factory=list)
+    #: why leads ended dead, each reason with its count (the reader's first question)
+    dead_reasons: Counter[str] = field(default_factory=Counter)
     per_platform: dict[str, Counter[str]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -571,6 +573,7 @@ class Tally:
             f"{self.twice_flagged} flagged, {len(self.unflagged_twice)} unflagged",
         ]
         out += [f"  {p}: {dict(c)}" for p, c in sorted(self.per_platform.items())]
+        out += [f"  dead ×{n}: {why[:160]}" for why, n in self.dead_reasons.most_common(5)]
         return out
 
 
@@ -612,6 +615,7 @@ def _tally(
             c["dead"] += 1
             if not detail:
                 t.dead_without_reason.append(lead_id)
+            t.dead_reasons[f"{platform}: {re.sub(r'[0-9a-f]{32}', '<lead>', detail)}"] += 1
         else:
             t.pending += 1
             c["pending"] += 1

@@ -640,13 +640,18 @@ def _past(page: Sequence[Mapping[str, Any]], accepted: datetime) -> bool:
 
 
 def _filters_ignored(page: Sequence[Mapping[str, Any]], asked: Mapping[str, str]) -> bool:
-    """Whether the page holds a record created on or before the `dateStart` we sent."""
+    """
+    Whether the page holds a record created before the `dateStart` we sent. A
+    record of that very day proves nothing: "больше указанной даты" may compare
+    a creation time with the date's midnight, and keep that day's records.
+    """
     try:
         start = date.fromisoformat(asked.get("dateStart", ""))
     except ValueError:
         return False
     stamps = [_stamp(r.get("datum")) for r in page]
-    return any(s is not None and s[0].date() <= start for s in stamps)
+    midnight = datetime.combine(start, datetime.min.time())
+    return any(s is not None and s[1] <= midnight for s in stamps)
 
 
 def _stamp(datum: Any) -> tuple[datetime, datetime] | None:

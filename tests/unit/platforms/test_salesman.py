@@ -618,7 +618,8 @@ def test_a_page_that_ignored_the_filters_leaves_the_rest_to_info_at_once() -> No
     batch = [delivery(external_id="8"), delivery(external_id="9")]
     request = ADAPTER.build_poll(batch, DEST, CREATED)
     assert request is not None
-    old = page_of(PAGE, datum="2026-11-21")  # on the dateStart day: not "after" it
+    # records from before the dateStart day, out of order: the CRM ignored filter and order
+    old = page_of(PAGE // 2, datum="2026-11-20") + page_of(PAGE // 2, datum="2026-11-22")
     answers = ADAPTER.parse_poll(html({"data": old}, request=request), batch, DEST)
     assert answers == [NotSeen(last=True), NotSeen(last=True)]
 
@@ -665,9 +666,18 @@ def test_the_lookup_never_gives_up_into_a_resend() -> None:
     assert LOOKUP_PAGES <= DELIVERY_LOOKUP_PAGES  # the loop reads as far as the adapter holds
 
 
+def test_records_of_the_datestart_day_prove_no_ignored_filter() -> None:
+    """
+    "больше указанной даты" may keep that day's records (a creation time after
+    its midnight): a full page of them says "look further", not "filters ignored".
+    """
+    assert lookup({"data": page_of(PAGE, datum="2026-11-21 15:00:00")}) == NotSeen()
+
+
 def test_a_lookup_page_that_ignored_the_filters_holds_the_lead_at_once() -> None:
     """Records from before our dateStart: the pages would repeat; no page can say "absent"."""
-    held = lookup({"data": page_of(PAGE, datum="2026-11-21")})
+    older_first = page_of(PAGE // 2, datum="2026-11-20") + page_of(PAGE // 2, datum="2026-11-22")
+    held = lookup({"data": older_first})
     assert isinstance(held, Rejected)
     assert held.state == LeadState.DEAD
     assert "repeat" in held.reason
