@@ -38,7 +38,6 @@ from worker.outcomes import (
     Narrowed,
     NotSeen,
     Rejected,
-    RequestOutcome,
     Split,
     Suspended,
     Throttled,
@@ -709,10 +708,6 @@ def _record(
         ),
         [(d, o, redact_text(t, ctx.secrets)) for d, o, t in results],
     )
-
-
-def request_outcome_name(answer: RequestOutcome) -> str:
-    return type(answer).__name__.lower()
 
 
 def poll(ctx: WorkerContext, destination: str, *, limit: int | None = None) -> Counter[str]:

@@ -9,7 +9,7 @@ once it is committed; a refused one is never stored as a lead.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -248,7 +248,3 @@ def refuse_message(ctx: WorkerContext, field: str, rule: str, *, source: str) ->
             errors=[{"field": field, "rule": rule}],
         )
     return Accepted(None, False, (FieldError(field, rule),), refusal)
-
-
-def destinations_touched(results: Iterable[Accepted]) -> bool:
-    return any(r.created for r in results)

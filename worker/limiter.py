@@ -5,12 +5,13 @@ Celery's `rate_limit` is per worker process and cannot hold a platform-wide
 quota, so every worker asks Redis instead (`limiter.lua`, one atomic script):
 a GCRA token bucket per quota scope (`DestinationConfig.limiter_scope`: per
 account, or per egress IP for Calltouch), an in-flight cap per destination,
-and a cooldown per destination set by a 429/503 that every worker honours.
+and a cooldown per quota scope set by a 429/503 that every worker honours.
 
-`MemoryLimiter` is the same contract inside one process, for the embedded
-demo only; it is not shared and says so.
+`MemoryLimiter` is the same algorithm inside one process, for the embedded
+demo only; it is not shared and says so. One test suite runs against both.
 
-Every Redis key is named here.
+The limiter's Redis keys, like every other key lead relay names (Celery's
+queues are kombu's), come from `worker.keys`.
 """
 
 from __future__ import annotations
@@ -27,41 +28,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from worker.config import DestinationConfig
-
-PREFIX = "leadrelay"
-
-
-def tat_key(scope: str) -> str:
-    """GCRA state of one quota scope (Calltouch: per source IP; others: per account)."""
-    return f"{PREFIX}:tat:{scope}"
-
-
-def cooldown_key(scope: str) -> str:
-    """
-    Set with a PX ttl by a 429/503; every worker reads it before sending. Keyed by
-    the quota's scope: a 429 from Calltouch holds off every destination behind the IP.
-    """
-    return f"{PREFIX}:cooldown:{scope}"
-
-
-def inflight_key(destination: str) -> str:
-    """Sorted set of requests in flight to a destination, scored by their expiry (ms)."""
-    return f"{PREFIX}:inflight:{destination}"
-
-
-def window_key(scope: str) -> str:
-    """The platform's window of one quota scope: requests that may count there, by end time."""
-    return f"{PREFIX}:window:{scope}"
-
-
-def quota_key(destination: str, day: str) -> str:
-    """Requests sent to a destination on one local day (its daily quota)."""
-    return f"{PREFIX}:quota:{destination}:{day}"
-
-
-def token_key(destination: str) -> str:
-    """A destination's cached access token (Admitad)."""
-    return f"{PREFIX}:token:{destination}"
+from worker.keys import cooldown_key, inflight_key, quota_key, tat_key, window_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +148,18 @@ class RedisLimiter:
         )
 
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
-        """Hold every worker off `dest` for `wait`, unless a longer cooldown is already set."""
+        """
+        Hold every worker off `dest` for `wait`, unless a longer cooldown is already set.
+
+        One transaction (set if absent, else only lengthen), not a read then a write:
+        two workers seeing 429s at once must not cut each other's cooldown short.
+        """
         ms = max(1, int(wait.total_seconds() * 1000))
         key = cooldown_key(dest.limiter_scope)
-        if self.redis.pttl(key) < ms:
-            self.redis.set(key, "1", px=ms)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(key, "1", px=ms, nx=True)
+        pipe.pexpire(key, ms, gt=True)
+        pipe.execute()
 
     def cooldown_left(self, dest: DestinationConfig) -> timedelta:
         ms = int(self.redis.pttl(cooldown_key(dest.limiter_scope)))
@@ -203,75 +177,103 @@ class RedisLimiter:
         return int(used) <= dest.daily_quota
 
 
+#: how long a refusal for the in-flight cap or the window asks the caller to wait, at most
+POLL_MS = 25
+#: how long a day's quota counter outlives its first request (Redis: EXPIRE 2 days)
+QUOTA_TTL_MS = 2 * 86_400_000
+
+
+def _clock_ms() -> int:
+    """Milliseconds on this process's monotonic clock (Redis's TIME, in `limiter.lua`)."""
+    return time.monotonic_ns() // 1_000_000
+
+
+def _poll(ms: int) -> int:
+    """A short wait for a slot that frees at an unknown moment: 1..POLL_MS ms, as limiter.lua."""
+    return max(1, min(POLL_MS, ms))
+
+
+def _ms(ms: int) -> timedelta:
+    return timedelta(milliseconds=ms)
+
+
 class MemoryLimiter:
-    """The same contract in one process (the embedded demo): not shared between processes."""
+    """
+    The same contract in one process (the embedded demo): not shared between processes.
+
+    A step-for-step copy of `limiter.lua` and `limiter_release.lua` (the same checks
+    in the same order, integer milliseconds, the same waits and reasons), and one test
+    suite (tests/integration/test_limiter.py) runs against both. Sorted sets become
+    dicts of holder -> score; a key's expiry becomes dropping what it would have dropped.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tat: dict[str, float] = {}
-        self._cooldown: dict[str, float] = {}
-        self._inflight: dict[str, dict[str, float]] = {}
-        self._window: dict[str, dict[str, float]] = {}
-        self._quota: dict[tuple[str, str], int] = {}
+        self._tat: dict[str, int] = {}
+        self._cooldown: dict[str, int] = {}
+        self._inflight: dict[str, dict[str, int]] = {}
+        self._window: dict[str, dict[str, int]] = {}
+        self._quota: dict[tuple[str, str], tuple[int, int]] = {}
 
     def acquire(self, dest: DestinationConfig) -> Grant:
-        now = time.monotonic()
-        interval = _interval_ms(dest) / 1000
-        window_s, window_limit = window(dest)[0] / 1000, window(dest)[1]
-        lease = _lease_ms(dest) / 1000
+        scope, interval, lease = dest.limiter_scope, _interval_ms(dest), _lease_ms(dest)
+        window_ms, window_limit = window(dest)
         with self._lock:
-            cooling = self._cooldown.get(dest.limiter_scope, 0) - now
+            now = _clock_ms()
+            cooling = self._cooldown.get(scope, 0) - now
             if cooling > 0:
-                return Grant(timedelta(seconds=cooling), "cooldown")
-            flying = {h: t for h, t in self._inflight.get(dest.name, {}).items() if t > now}
+                return Grant(_ms(cooling), "cooldown")
+            flying = {h: end for h, end in self._inflight.get(dest.name, {}).items() if end > now}
+            self._inflight[dest.name] = flying
             if len(flying) >= dest.concurrency:
-                return Grant(timedelta(milliseconds=10), "concurrency")
+                return Grant(_ms(_poll(min(flying.values()) - now)), "concurrency")
             counted = {
-                h: end
-                for h, end in self._window.get(dest.limiter_scope, {}).items()
-                if end > now - window_s
+                h: end for h, end in self._window.get(scope, {}).items() if end > now - window_ms
             }
-            self._window[dest.limiter_scope] = counted
+            self._window[scope] = counted
             if len(counted) >= window_limit:
-                return Grant(timedelta(milliseconds=10), "window")
-            tat = max(self._tat.get(dest.limiter_scope, now), now)
+                return Grant(_ms(_poll(min(counted.values()) + window_ms - now)), "window")
+            tat = max(self._tat.get(scope, now), now)
             allow_at = tat + interval - dest.burst * interval
             if now < allow_at:
-                return Grant(timedelta(seconds=allow_at - now), "rate")
-            self._tat[dest.limiter_scope] = tat + interval
+                return Grant(_ms(allow_at - now), "rate")
+            self._tat[scope] = tat + interval
             holder = uuid.uuid4().hex
             flying[holder] = now + lease
-            self._inflight[dest.name] = flying
             counted[holder] = now + lease
             return Grant(timedelta(0), "", holder)
 
     def release(self, dest: DestinationConfig, holder: str) -> None:
+        """As limiter_release.lua: out of flight; its window place ends window_ms from now."""
         with self._lock:
             self._inflight.get(dest.name, {}).pop(holder, None)
             counted = self._window.get(dest.limiter_scope, {})
-            if holder in counted:
-                counted[holder] = time.monotonic()
+            if holder in counted:  # ZADD XX: only a holder the window still counts
+                counted[holder] = _clock_ms()
 
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
+        """Hold `dest`'s scope off for `wait`, unless a longer cooldown is already set."""
+        ms = max(1, int(wait.total_seconds() * 1000))
         with self._lock:
-            until = time.monotonic() + wait.total_seconds()
-            self._cooldown[dest.limiter_scope] = max(
-                self._cooldown.get(dest.limiter_scope, 0), until
-            )
+            now = _clock_ms()
+            if self._cooldown.get(dest.limiter_scope, 0) - now < ms:
+                self._cooldown[dest.limiter_scope] = now + ms
 
     def cooldown_left(self, dest: DestinationConfig) -> timedelta:
         with self._lock:
-            return timedelta(
-                seconds=max(0.0, self._cooldown.get(dest.limiter_scope, 0) - time.monotonic())
-            )
+            return _ms(max(0, self._cooldown.get(dest.limiter_scope, 0) - _clock_ms()))
 
     def spend_quota(self, dest: DestinationConfig, now: datetime) -> bool:
+        """Count one request against the daily quota; False when the quota is spent."""
         if dest.daily_quota is None:
             return True
         key = (dest.name, quota_day(dest, now))
         with self._lock:
-            self._quota[key] = self._quota.get(key, 0) + 1
-            return self._quota[key] <= dest.daily_quota
+            clock = _clock_ms()
+            self._quota = {k: v for k, v in self._quota.items() if v[1] > clock}
+            used = self._quota.get(key, (0, 0))[0] + 1
+            self._quota[key] = (used, clock + QUOTA_TTL_MS)
+            return used <= dest.daily_quota
 
 
 class RedisCache:

@@ -167,3 +167,37 @@ class NotSeen:
 
 #: what a poll says of one lead: a change, nothing changed (None), or not covered
 PollAnswer = StatusUpdate | NotSeen | None
+
+
+# What the loop writes back once it has decided: plain values, so the decisions
+# (`worker.retry`, `worker.polling`'s pure parts) load no database library; the
+# ledger takes them as they are.
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What becomes of one claimed delivery: decided by `worker.retry`, kept by the ledger."""
+
+    delivery_id: int
+    state: LeadState
+    attempts: int
+    due_at: datetime | None
+    detail: str = ""
+    external_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    in_doubt: bool = False
+    outcome: str = ""  #: the outcome's name, for the attempt log
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One HTTP exchange, already redacted, for the ledger's attempt log."""
+
+    destination: str
+    kind: str
+    at: datetime
+    request: Mapping[str, Any]
+    status_code: int | None
+    answer: str
+    error: str
+    elapsed_ms: int

@@ -21,8 +21,7 @@ from worker import ledger
 from worker.config import DestinationConfig
 from worker.context import WorkerContext
 from worker.leads import FINAL_STATES, POLL_STATES, Delivery, LeadState
-from worker.ledger.store import Settlement
-from worker.outcomes import NotSeen, PollAnswer, StatusUpdate
+from worker.outcomes import NotSeen, PollAnswer, Settlement, StatusUpdate
 from worker.platforms import adapter_for
 from worker.platforms.base import Adapter
 
@@ -118,13 +117,13 @@ def _code_lapsed(delivery: Delivery, dest: DestinationConfig, now: datetime) -> 
 def _expire(delivery: Delivery, dest: DestinationConfig, now: datetime) -> Settlement:
     if delivery.state == LeadState.DELIVERED:  # reconciliation stops; the lead stays delivered
         return Settlement(
-            delivery.id,
-            LeadState.DELIVERED,
-            delivery.attempt - 1,
-            None,
-            "status follow-up ended",
-            delivery.external_id,
-            dict(delivery.data),
+            delivery_id=delivery.id,
+            state=LeadState.DELIVERED,
+            attempts=delivery.attempt - 1,
+            due_at=None,
+            detail="status follow-up ended",
+            external_id=delivery.external_id,
+            data=dict(delivery.data),
         )
     if delivery.state == LeadState.WAITING_CODE:
         why = "no SMS code in time"
@@ -133,13 +132,13 @@ def _expire(delivery: Delivery, dest: DestinationConfig, now: datetime) -> Settl
     else:
         why = "no final status within the polling horizon"
     return Settlement(
-        delivery.id,
-        LeadState.EXPIRED,
-        delivery.attempt - 1,
-        None,
-        why,
-        delivery.external_id,
-        dict(delivery.data),
+        delivery_id=delivery.id,
+        state=LeadState.EXPIRED,
+        attempts=delivery.attempt - 1,
+        due_at=None,
+        detail=why,
+        external_id=delivery.external_id,
+        data=dict(delivery.data),
         outcome="expired",
     )
 
@@ -246,7 +245,15 @@ def _after_look(
     data = {**delivery.data, **(update.data if update else {}), "looks": looks + seen}
     next_look = now + adapter.next_look(delivery, dest, state, data)
     if update is None:
-        return Settlement(delivery.id, state, attempts, next_look, "", delivery.external_id, data)
+        return Settlement(
+            delivery_id=delivery.id,
+            state=state,
+            attempts=attempts,
+            due_at=next_look,
+            detail="",
+            external_id=delivery.external_id,
+            data=data,
+        )
     due = None if state in FINAL_STATES and state != LeadState.DELIVERED else next_look
     outcome = (
         "status"
@@ -254,12 +261,12 @@ def _after_look(
         else ""
     )
     return Settlement(
-        delivery.id,
-        update.state,
-        attempts,
-        due,
-        update.detail,
-        delivery.external_id,
-        data,
+        delivery_id=delivery.id,
+        state=update.state,
+        attempts=attempts,
+        due_at=due,
+        detail=update.detail,
+        external_id=delivery.external_id,
+        data=data,
         outcome=outcome,
     )

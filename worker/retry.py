@@ -19,8 +19,7 @@ from datetime import datetime, timedelta
 
 from worker.config import DestinationConfig
 from worker.leads import Delivery, LeadState
-from worker.ledger.store import Settlement
-from worker.outcomes import Delivered, Failed, LeadOutcome, Pending, Rejected, Retry
+from worker.outcomes import Delivered, Failed, LeadOutcome, Pending, Rejected, Retry, Settlement
 
 Rand = Callable[[], float]
 
@@ -48,35 +47,35 @@ def settle(
     match outcome:
         case Delivered(external_id=ext, detail=detail, data=data):
             return Settlement(
-                delivery.id,
-                LeadState.DELIVERED,
-                attempts,
-                now + follow_up if follow_up is not None else None,
-                detail,
-                ext or delivery.external_id,
-                {**delivery.data, **data},
+                delivery_id=delivery.id,
+                state=LeadState.DELIVERED,
+                attempts=attempts,
+                due_at=now + follow_up if follow_up is not None else None,
+                detail=detail,
+                external_id=ext or delivery.external_id,
+                data={**delivery.data, **data},
                 outcome="delivered",
             )
         case Pending(external_id=ext, detail=detail, data=data, state=state, wait=wait):
             return Settlement(
-                delivery.id,
-                state,
-                attempts,
-                now + wait if wait is not None else now,
-                detail,
-                ext or delivery.external_id,
-                {**delivery.data, **data},
+                delivery_id=delivery.id,
+                state=state,
+                attempts=attempts,
+                due_at=now + wait if wait is not None else now,
+                detail=detail,
+                external_id=ext or delivery.external_id,
+                data={**delivery.data, **data},
                 outcome="pending",
             )
         case Rejected(reason=reason, data=data, state=state):
             return Settlement(
-                delivery.id,
-                state,
-                attempts,
-                None,
-                reason,
-                delivery.external_id,
-                {**delivery.data, **data},
+                delivery_id=delivery.id,
+                state=state,
+                attempts=attempts,
+                due_at=None,
+                detail=reason,
+                external_id=delivery.external_id,
+                data={**delivery.data, **data},
                 outcome="rejected",
             )
         case Retry(reason=reason, after=after, horizon=horizon, give_up_as=give_up):
@@ -113,37 +112,27 @@ def _retry(
         why = f"{reason} (gave up after {attempts} attempts)"
     if exhausted:
         return Settlement(
-            delivery.id,
-            give_up,
-            attempts,
-            None,
-            why,
-            delivery.external_id,
-            dict(delivery.data),
+            delivery_id=delivery.id,
+            state=give_up,
+            attempts=attempts,
+            due_at=None,
+            detail=why,
+            external_id=delivery.external_id,
+            data=dict(delivery.data),
             outcome="gave_up",
         )
     wait = after if after is not None else backoff(attempts, dest, rand)
     return Settlement(
-        delivery.id,
-        LeadState.RETRY_WAIT,
-        attempts,
-        now + wait,
-        reason,
-        delivery.external_id,
-        dict(delivery.data),
+        delivery_id=delivery.id,
+        state=LeadState.RETRY_WAIT,
+        attempts=attempts,
+        due_at=now + wait,
+        detail=reason,
+        external_id=delivery.external_id,
+        data=dict(delivery.data),
         outcome="retry",
     )
 
 
 def _replace_doubt(s: Settlement, in_doubt: bool) -> Settlement:
-    return Settlement(
-        s.delivery_id,
-        s.state,
-        s.attempts,
-        s.due_at,
-        s.detail,
-        s.external_id,
-        s.data,
-        in_doubt,
-        s.outcome,
-    )
+    return replace(s, in_doubt=in_doubt)

@@ -111,13 +111,13 @@ def _after_confirm(
     if isinstance(outcome, Pending):
         wait = outcome.wait or timedelta(0)
         return ledger.Settlement(
-            waiting.id,
-            LeadState.AWAITING_STATUS,
-            waiting.attempt - 1,
-            now + wait,
-            outcome.detail,
-            outcome.external_id or waiting.external_id,
-            {**data, **outcome.data, "looks": 0},
+            delivery_id=waiting.id,
+            state=LeadState.AWAITING_STATUS,
+            attempts=waiting.attempt - 1,
+            due_at=now + wait,
+            detail=outcome.detail,
+            external_id=outcome.external_id or waiting.external_id,
+            data={**data, **outcome.data, "looks": 0},
             outcome="confirmed",
         )
     if isinstance(outcome, Rejected):
@@ -128,5 +128,11 @@ def _after_confirm(
         detail = "an answer the relay cannot read; send the code again"
     due = deadline if waiting.state == LeadState.WAITING_CODE else now
     return ledger.Settlement(
-        waiting.id, waiting.state, waiting.attempt - 1, due, detail, waiting.external_id, data
+        delivery_id=waiting.id,
+        state=waiting.state,
+        attempts=waiting.attempt - 1,
+        due_at=due,
+        detail=detail,
+        external_id=waiting.external_id,
+        data=data,
     )

@@ -20,8 +20,9 @@ from worker import ledger
 from worker.leads import LeadState
 from worker.ledger import migrate
 from worker.ledger.db import make_engine, make_sessionmaker
-from worker.ledger.store import NewLead, Settlement
+from worker.ledger.store import NewLead
 from worker.ledger.tables import DeliveryRow
+from worker.outcomes import Settlement
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -58,7 +59,16 @@ def backlog(make: sessionmaker[Session], fresh: int, doubtful: list[int]) -> Non
             s,
             "w",
             [
-                Settlement(d.id, LeadState.RETRY_WAIT, 1, due[k], "lost", None, {}, in_doubt=True)
+                Settlement(
+                    delivery_id=d.id,
+                    state=LeadState.RETRY_WAIT,
+                    attempts=1,
+                    due_at=due[k],
+                    detail="lost",
+                    external_id=None,
+                    data={},
+                    in_doubt=True,
+                )
                 for k, d in lost.items()
             ],
             NOW,

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import ledger
 from worker.leads import LeadState
 from worker.ledger.db import make_engine, make_sessionmaker
-from worker.ledger.store import NewLead, Settlement
+from worker.ledger.store import NewLead
 from worker.ledger.tables import DeliveryRow, LeadRow
+from worker.outcomes import Settlement
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -86,7 +87,9 @@ def test_only_the_lease_owner_can_settle(ledger_url: str) -> None:
     with make.begin() as s:
         ledger.insert_leads(s, [lead(1)], NOW)
         (d,) = ledger.claim_due(s, "k", limit=1, now=NOW, lease=LEASE, owner="a")
-    done = Settlement(d.id, LeadState.DELIVERED, 1, None, "ok")
+    done = Settlement(
+        delivery_id=d.id, state=LeadState.DELIVERED, attempts=1, due_at=None, detail="ok"
+    )
     with make.begin() as s:
         assert ledger.settle(s, "someone-else", [done], NOW) == 0
         assert ledger.settle(s, "a", [done], NOW) == 1
@@ -109,12 +112,25 @@ def test_a_doubt_clears_while_due_but_stays_on_record_once_settled(ledger_url: s
     with make.begin() as s:
         ledger.insert_leads(s, [lead(1), lead(2)], NOW)
         a, b = ledger.claim_due(s, "k", limit=2, now=NOW, lease=LEASE, owner="a")
-        lost = Settlement(a.id, LeadState.RETRY_WAIT, 1, NOW, "answer lost", in_doubt=True)
-        ledger.settle(s, "a", [lost, Settlement(b.id, LeadState.DELIVERED, 1, None, "ok")], NOW)
+        lost = Settlement(
+            delivery_id=a.id,
+            state=LeadState.RETRY_WAIT,
+            attempts=1,
+            due_at=NOW,
+            detail="answer lost",
+            in_doubt=True,
+        )
+        ok = Settlement(
+            delivery_id=b.id, state=LeadState.DELIVERED, attempts=1, due_at=None, detail="ok"
+        )
+        ledger.settle(s, "a", [lost, ok], NOW)
     with make.begin() as s:
         (again,) = ledger.claim_due(s, "k", limit=1, now=NOW, lease=LEASE, owner="b")
         assert again.in_doubt
-        ledger.settle(s, "b", [Settlement(a.id, LeadState.DELIVERED, 2, None, "found")], NOW)
+        found = Settlement(
+            delivery_id=a.id, state=LeadState.DELIVERED, attempts=2, due_at=None, detail="found"
+        )
+        ledger.settle(s, "b", [found], NOW)
     with make() as s:
         doubts = {r.lead_id: r.in_doubt for r in s.execute(select(DeliveryRow)).scalars()}
     assert doubts == {lead(1).id: True, lead(2).id: False}

@@ -132,7 +132,7 @@ def test_any_answer_maps_to_outcomes_and_never_raises(
     platform: object, adapter: Adapter[Any], status: int, body: bytes, count: int, content_type: str
 ) -> None:
     dest = _destination(adapter)
-    count = min(count, adapter.max_batch)  # the loop never sends more than an adapter takes
+    count = min(count, dest.batch_size)  # the loop never sends more than the table allows
     batch = [
         Delivery(
             id=i,
@@ -273,7 +273,7 @@ def test_every_parser_maps_any_answer_to_a_value_and_never_raises(
                 external_id=external,
                 in_doubt=i % 2 == 1,
             )
-            for i in range(min(count, adapter.max_batch))
+            for i in range(min(count, dest.batch_size))
         ]
         content = HUGE_BODIES[body] if isinstance(body, str) else body
         response = httpx.Response(status, content=content, headers=head)

@@ -1,10 +1,9 @@
 """The ledger: the only package that speaks SQL. Callers use these names."""
 
 from worker.ledger.store import (
-    AttemptRecord,
     NewLead,
+    Pause,
     RequeueFilter,
-    Settlement,
     active_pause,
     claim_due,
     clear_pause,
@@ -26,10 +25,12 @@ from worker.ledger.store import (
     sweep_expired_leases,
     unlease,
 )
+from worker.outcomes import AttemptRecord, Settlement
 
 __all__ = [
     "AttemptRecord",
     "NewLead",
+    "Pause",
     "RequeueFilter",
     "Settlement",
     "active_pause",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +47,7 @@ from worker.ledger.tables import (
     PauseRow,
     RefusalRow,
 )
+from worker.outcomes import AttemptRecord, Settlement
 
 #: rows per INSERT statement at intake
 CHUNK = 1000
@@ -65,35 +66,6 @@ class NewLead:
     stages: int = 1
     #: how long after acceptance the first delivery is due (Admitad: stage 1's pause)
     delay: timedelta = timedelta(0)
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What becomes of one claimed delivery; computed by `worker.retry.settle`."""
-
-    delivery_id: int
-    state: LeadState
-    attempts: int
-    due_at: datetime | None
-    detail: str = ""
-    external_id: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
-    in_doubt: bool = False
-    outcome: str = ""  #: the outcome's name, for the attempt log
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One HTTP exchange, already redacted."""
-
-    destination: str
-    kind: str
-    at: datetime
-    request: Mapping[str, Any]
-    status_code: int | None
-    answer: str
-    error: str
-    elapsed_ms: int
 
 
 # ---------------------------------------------------------------- intake
@@ -646,17 +618,40 @@ def clear_pause(session: Session, destination: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def active_pause(session: Session, destination: str, now: datetime) -> PauseRow | None:
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A destination's pause in force: a value, so no ORM row leaves the ledger."""
+
+    destination: str
+    kind: str
+    reason: str
+    since: datetime
+    #: None: until ops resume it (or, for an auth pause, its configured `auth_pause`)
+    until: datetime | None
+
+
+def _pause(row: PauseRow) -> Pause:
+    return Pause(
+        destination=row.destination,
+        kind=row.kind,
+        reason=row.reason,
+        since=row.since,
+        until=row.until,
+    )
+
+
+def active_pause(session: Session, destination: str, now: datetime) -> Pause | None:
     """The destination's pause if it is still in force."""
     row = session.get(PauseRow, destination)
     if row is None or (row.until is not None and row.until <= now):
         return None
-    return row
+    return _pause(row)
 
 
-def pauses(session: Session, now: datetime) -> dict[str, PauseRow]:
+def pauses(session: Session, now: datetime) -> dict[str, Pause]:
+    """Every pause still in force, by destination."""
     rows = session.scalars(select(PauseRow)).all()
-    return {r.destination: r for r in rows if r.until is None or r.until > now}
+    return {r.destination: _pause(r) for r in rows if r.until is None or r.until > now}
 
 
 # ---------------------------------------------------------------- ops

@@ -72,8 +72,6 @@ class Adapter(ABC, Generic[D]):
     platform: ClassVar[Platform]
     #: the model of this platform's destination table
     config_model: ClassVar[type[DestinationConfig]]
-    #: the most leads one request may carry
-    max_batch: ClassVar[int] = 1
     #: True when sending a lead twice cannot make a second lead at the platform
     deduplicates: ClassVar[bool] = False
     #: True when delivered leads are polled afterwards for the platform's own status

@@ -322,7 +322,6 @@ class CalltouchAdapter(Adapter[CalltouchDestination]):
 
     platform = Platform.CALLTOUCH
     config_model = CalltouchDestination
-    max_batch = MAX_BATCH
     deduplicates = True
 
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:

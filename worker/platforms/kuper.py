@@ -138,7 +138,6 @@ class KuperAdapter(Adapter[KuperDestination]):
 
     platform = Platform.KUPER
     config_model = KuperDestination
-    max_batch = MAX_BATCH
     #: a per-source setting at Kuper: `deduplicates_for` reads the destination's
     deduplicates = False
 

@@ -410,7 +410,6 @@ class SalesmanAdapter(Adapter[SalesmanDestination]):
 
     platform = Platform.SALESMAN
     config_model = SalesmanDestination
-    max_batch = 1
     deduplicates = False
     reconciles = True
 

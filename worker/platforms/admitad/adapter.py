@@ -146,7 +146,6 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
 
     platform = Platform.ADMITAD
     config_model = AdmitadDestination
-    max_batch = 1
     deduplicates = False
     poll_batch = POLL_PAGE * POLL_PAGES
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from worker.errors import AuthRefused, TokenUnavailable
+from worker.keys import admitad_refresh_key as refresh_key
+from worker.keys import admitad_token_key as token_key
 from worker.platforms.base import KeyValueCache, basic_auth
 
 if TYPE_CHECKING:
@@ -45,16 +47,6 @@ DEFAULT_LIFETIME = timedelta(days=7)
 EARLY = timedelta(days=1)
 #: `error_code`s of a 401 that a fresh token mends: 0 expired, 1 invalid
 RENEWABLE = frozenset({0, 1})
-
-
-def token_key(destination: str) -> str:
-    """The access token of one destination, shared by every worker."""
-    return f"leadrelay:admitad:token:{destination}"
-
-
-def refresh_key(destination: str) -> str:
-    """The refresh token that came with it."""
-    return f"leadrelay:admitad:refresh:{destination}"
 
 
 def error_code(response: httpx.Response) -> int | None:

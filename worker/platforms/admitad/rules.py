@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from worker.errors import FieldError, LeadInvalid, PlatformContractError
+from worker.keys import admitad_settings_key
 
 if TYPE_CHECKING:
     from worker.platforms.admitad.adapter import AdmitadDestination
@@ -252,7 +253,7 @@ SETTINGS_PATH = "/broker/campaign_settings/{c_id}/"
 
 def settings_key(dest: AdmitadDestination, c_id: int) -> str:
     """The shared-cache key of one program's campaign_settings, per destination."""
-    return f"leadrelay:admitad:settings:{dest.name}:{c_id}"
+    return admitad_settings_key(dest.name, c_id)
 
 
 def build_settings_request(c_id: int, dest: AdmitadDestination) -> httpx.Request:
