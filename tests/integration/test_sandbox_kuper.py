@@ -317,7 +317,7 @@ def test_names_are_optional(client: httpx.Client) -> None:
 def test_a_wrong_value_refuses_its_lead_and_the_others_are_created(
     client: httpx.Client, change: dict[str, Any], field: str
 ) -> None:
-    """phone 79XXXXXXXXX without +, utm_source filled: the detail says which and why."""
+    """phone: 11 digits from 79, without +; utm_source filled: the detail says which and why."""
     body = client.post(IMPORT, json=[lead(**change), lead()]).json()
     assert (body["created_count"], body["skipped_count"], body["total_rows"]) == (1, 1, 2)
     bad, good = body["details"]

@@ -51,7 +51,8 @@ lead, and never because pages ran out:
 * a page in newest-first order whose oldest record is stamped more than a day
   before the lead was accepted: the list went past where the lead would be,
   in any time zone (None);
-* a record created on or before our `dateStart`: the CRM ignored the filters,
+* a record created before our `dateStart` (that day's own records may be
+  kept by "after the date"): the CRM ignored the filters,
   so it ignores the page too and no further page can tell more; and the last
   page a lookup reads (`LOOKUP_PAGES`): the lead may be in the CRM, deeper.
   Either way it is held, not sent: it ends dead with the reason and the

@@ -202,7 +202,7 @@ def _count(raw: bytes) -> int:
 def _value_error(lead: dict[str, Any], table: dict[str, bool] | None) -> str:
     """Kuper's objection to one lead of the right types, or "" when it is imported."""
     if not _PHONE.fullmatch(lead["phone"]):
-        return "phone: номер должен быть строкой формата 79XXXXXXXXX, без +"
+        return "phone: номер должен быть строкой из 11 цифр, начиная с 79, без +"
     source = lead["utm"]["utm_source"]
     if not source:
         return "utm.utm_source: обязательное поле"

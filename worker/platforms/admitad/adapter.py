@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -439,8 +438,8 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
             return refusal
         if response.status_code != 200:
             return Failed(f"HTTP {response.status_code} to a status poll")
-        results = _results(response)
-        last = _last_page(response, len(results))
+        body, results = _listing(response)
+        last = _last_page(body, len(results))
         by_id = {str(r.get("id")): r for r in results}
         answers: list[PollAnswer] = []
         for d in deliveries:
@@ -564,9 +563,14 @@ def _first_look(dest: AdmitadDestination) -> timedelta:
 
 def _dropped(delivery: Delivery) -> dict[int, str]:
     """Programs left out of this delivery before sending (a broken rule of theirs): id → why."""
+    return _dropped_in(delivery.data)
+
+
+def _dropped_in(data: Mapping[str, Any]) -> dict[int, str]:
+    """The programs a delivery's data records as dropped: id → why."""
     return {
         int(d["campaign_id"]): str(d.get("message", ""))
-        for d in delivery.data.get("dropped") or []
+        for d in data.get("dropped") or []
         if isinstance(d, Mapping) and isinstance(d.get("campaign_id"), int)
     }
 
@@ -618,14 +622,13 @@ def _verdict(
     for r in _listed(data.get("responses")):
         if isinstance(r.get("campaign_id"), int):
             statuses[int(r["campaign_id"])] = str(r.get("status"))
-    answered = _error_ids(data) | set(_dropped(replace(delivery, data=data)))
+    answered = _error_ids(data) | set(_dropped_in(data))
     return staging.decide(_stage_ids(delivery, dest), statuses, answered, dest.accepted_statuses)
 
 
-def _last_page(response: httpx.Response, count: int) -> bool:
+def _last_page(body: Mapping[str, Any], count: int) -> bool:
     """Whether a list answer is its last page: `_meta` says so, or the page is short."""
-    body = json_body(response)
-    meta = body.get("_meta") if isinstance(body, Mapping) else None
+    meta = body.get("_meta")
     if isinstance(meta, Mapping):
         total, offset = meta.get("count"), meta.get("offset")
         if isinstance(total, int) and isinstance(offset, int):
@@ -730,11 +733,16 @@ def _summary(responses: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _results(response: httpx.Response) -> list[Mapping[str, Any]]:
+    return _listing(response)[1]
+
+
+def _listing(response: httpx.Response) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
+    """A list answer read once: its body and its records."""
     body = json_body(response)
     results = body.get("results") if isinstance(body, Mapping) else None
     if not isinstance(results, list):
         raise PlatformContractError("applications list without a results list")
-    return [r for r in results if isinstance(r, Mapping)]
+    return body, [r for r in results if isinstance(r, Mapping)]
 
 
 def application_state(record: Mapping[str, Any]) -> LeadState:
