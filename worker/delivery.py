@@ -43,7 +43,7 @@ from worker.outcomes import (
     Throttled,
 )
 from worker.platforms import adapter_for
-from worker.platforms.base import Adapter, Prerequisite
+from worker.platforms.base import Adapter, FetchFailure, Prerequisite
 from worker.redact import redact_answer, redact_request, redact_text
 
 log = logging.getLogger("leadrelay.delivery")
@@ -581,14 +581,14 @@ def _prerequisites(
     dest: DestinationConfig,
     adapter: Adapter[Any],
     needs: Sequence[Prerequisite],
-) -> tuple[dict[str, str], dict[str, str]] | None:
+) -> tuple[dict[str, str], dict[str, FetchFailure]] | None:
     """
     The prerequisites' answers by key, from the shared cache or fetched now,
     and those that could not be fetched (key → why); None when no limiter slot
     came within a short wait (nothing is known yet: ask again shortly).
     """
     answers: dict[str, str] = {}
-    failed: dict[str, str] = {}
+    failed: dict[str, FetchFailure] = {}
     for need in needs:
         cached = ctx.cache.get(need.key)
         if cached is None:
@@ -597,14 +597,21 @@ def _prerequisites(
                 return None
             response = exchange.response
             if response is None or response.status_code != 200:
-                failed[need.key] = (
-                    exchange.error if response is None else f"HTTP {response.status_code}"
-                )
+                failed[need.key] = _fetch_failure(exchange)
                 continue
             cached = response.text
             ctx.cache.set(need.key, cached, need.ttl)
         answers[need.key] = cached
     return answers, failed
+
+
+def _fetch_failure(exchange: Exchange) -> FetchFailure:
+    """Why a prerequisite's request brought no answer to keep, and whether that may pass."""
+    response = exchange.response
+    if response is None:  # transport trouble may pass; a refused token does not
+        return FetchFailure(exchange.error, passing=not exchange.auth_refused)
+    status = response.status_code
+    return FetchFailure(f"HTTP {status}", passing=status >= 500 or status == 429)
 
 
 def _resolve_doubts(

@@ -61,6 +61,17 @@ class Prerequisite:
     ttl: timedelta
 
 
+@dataclass(frozen=True, slots=True)
+class FetchFailure:
+    """
+    Why a prerequisite could not be fetched. `passing`: the reason may pass (a
+    5xx, a 429, a transport error), unlike an answer (a 404) or a refused token.
+    """
+
+    reason: str
+    passing: bool
+
+
 class Adapter(ABC, Generic[D]):
     """
     Base of every platform adapter.
@@ -159,7 +170,7 @@ class Adapter(ABC, Generic[D]):
         delivery: Delivery,
         dest: D,
         answers: Mapping[str, str],
-        failed: Mapping[str, str] | None = None,
+        failed: Mapping[str, FetchFailure] | None = None,
     ) -> LeadOutcome | Narrowed | None:
         """
         With the prerequisites' answers (body text by key) and the ones that

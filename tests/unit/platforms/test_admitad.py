@@ -26,6 +26,7 @@ from worker.outcomes import (
     Throttled,
 )
 from worker.platforms.admitad import AdmitadAdapter, AdmitadDestination, rules
+from worker.platforms.base import FetchFailure
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 ADAPTER = AdmitadAdapter()
@@ -242,9 +243,11 @@ def test_settings_that_keep_failing_become_that_programs_error() -> None:
     d = delivery(lead(campaigns=[[17809, 17810]]))
     key = rules.settings_key(dest, 17810)
     ok = {rules.settings_key(dest, 17809): json.dumps({"results": []})}
-    first = ADAPTER.check(d, dest, ok, {key: "HTTP 502"})
+    first = ADAPTER.check(d, dest, ok, {key: FetchFailure("HTTP 502", passing=True)})
     assert isinstance(first, Retry)
-    third = ADAPTER.check(replace(d, attempt=3), dest, ok, {key: "HTTP 502"})
+    third = ADAPTER.check(
+        replace(d, attempt=3), dest, ok, {key: FetchFailure("HTTP 502", passing=True)}
+    )
     assert isinstance(third, Narrowed)
     assert third.data["dropped"] == [
         {"campaign_id": 17810, "message": "campaign_settings could not be fetched: HTTP 502"}
@@ -255,7 +258,12 @@ def test_settings_a_program_does_not_have_leave_it_to_admitad() -> None:
     """A 404 for campaign_settings: no rules known; Admitad itself judges the program."""
     dest = destination()
     d = delivery(lead(campaigns=[17809]))
-    assert ADAPTER.check(d, dest, {}, {rules.settings_key(dest, 17809): "HTTP 404"}) is None
+    assert (
+        ADAPTER.check(
+            d, dest, {}, {rules.settings_key(dest, 17809): FetchFailure("HTTP 404", passing=False)}
+        )
+        is None
+    )
 
 
 # ------------------------------------------------------------------ requests

@@ -75,6 +75,7 @@ from worker.platforms.admitad import rules
 from worker.platforms.admitad.auth import RENEWABLE, AdmitadAuth, error_code
 from worker.platforms.base import (
     Adapter,
+    FetchFailure,
     KeyValueCache,
     Prerequisite,
     json_body,
@@ -315,7 +316,7 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         delivery: Delivery,
         dest: AdmitadDestination,
         answers: Mapping[str, str],
-        failed: Mapping[str, str] | None = None,
+        failed: Mapping[str, FetchFailure] | None = None,
     ) -> LeadOutcome | Narrowed | None:
         """
         Each program's own rules against the application. A program whose rule
@@ -330,11 +331,12 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         waiting: list[str] = []
         for c_id in _send_ids(delivery, dest):
             key = rules.settings_key(dest, c_id)
-            if key in failed and _passing(failed[key]):
+            if key in failed and failed[key].passing:
+                why = failed[key].reason
                 if delivery.attempt < dest.settings_attempts:
-                    waiting.append(f"{c_id} ({failed[key]})")
+                    waiting.append(f"{c_id} ({why})")
                 else:
-                    new[c_id] = f"campaign_settings could not be fetched: {failed[key]}"
+                    new[c_id] = f"campaign_settings could not be fetched: {why}"
                 continue
             broken = _broken_rules(delivery.payload, c_id, answers.get(key))
             if broken:
@@ -581,15 +583,6 @@ def _send_ids(
     """The programs this delivery goes to: its stage's (or all), less the dropped ones."""
     left_out = _dropped(delivery) if dropped is None else dropped
     return [c_id for c_id in _stage_ids(delivery, dest) if c_id not in left_out]
-
-
-def _passing(why: str) -> bool:
-    """
-    A settings fetch that failed for a reason that may pass (5xx, 429, a
-    timeout, a cut connection): the lead waits a few sends for it. Any other
-    answer (a 404: no settings) leaves the program to Admitad's own judgement.
-    """
-    return why.startswith(("HTTP 5", "HTTP 429", "not sent", "answer lost", "request failed"))
 
 
 def _broken_rules(payload: Mapping[str, Any], c_id: int, text: str | None) -> str:
