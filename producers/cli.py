@@ -30,7 +30,7 @@ from rich.table import Table
 from producers.client import Producer
 from producers.importer import count_lines, import_rows, read_rows
 from worker import ledger
-from worker.context import WorkerContext, build
+from worker.delivery.context import WorkerContext, build
 from worker.errors import ConfigError, LeadRelayError
 from worker.leads import LeadState
 from worker.ledger import migrate, reports
@@ -355,7 +355,7 @@ def _wake(ctx: WorkerContext, destination: str, count: int) -> None:
     from producers.client import celery_waker
 
     if destination in ctx.settings.destinations:
-        from worker.app import use_settings
+        from worker.runtime.app import use_settings
 
         use_settings(ctx.settings)
         dest = ctx.settings.destination(destination)
@@ -434,12 +434,12 @@ def purge(
 
 def _live(ctx: WorkerContext, destination: str, lead_id: str, report: dict[str, Any]) -> Any:
     """The platform's own record of each delivered stage (redacted), or why there is none."""
+    from worker.delivery.exchange import Exchange, Turn, call, read, record
     from worker.leads import Delivery
-    from worker.platforms import adapter_for
-    from worker.redact import redact_value
+    from worker.ops.redact import redact_value
+    from worker.outcomes import Failed, Suspended
 
-    dest = ctx.settings.destination(destination)
-    adapter = adapter_for(dest)
+    turn = Turn.at(ctx, destination)
     found = []
     for d in report["deliveries"]:
         probe = Delivery(
@@ -451,19 +451,24 @@ def _live(ctx: WorkerContext, destination: str, lead_id: str, report: dict[str, 
             stage=d["stage"],
             external_id=d["external_id"],
         )
-        request = adapter.build_info(probe, dest)
+        request = turn.adapter.build_info(probe, turn.dest)
         if request is None:
             found.append(
                 {"stage": d["stage"], "record": None, "why": "nothing to ask the platform"}
             )
             continue
-        try:
-            response = ctx.http.send(request)
-            record = dict(adapter.parse_info(response))
-        except Exception as exc:  # an ops view: say what failed, never crash
-            found.append({"stage": d["stage"], "record": None, "why": type(exc).__name__})
+        exchange = call(turn, request, kind="info")
+        if not isinstance(exchange, Exchange):
+            why = f"{destination}'s rate limit is busy; ask again shortly"
+            found.append({"stage": d["stage"], "record": None, "why": why})
             continue
-        found.append({"stage": d["stage"], "record": redact_value(record, ctx.secrets)})
+        with ctx.sessions.begin() as session:
+            record(turn, session, exchange, [])
+        answer = read(exchange, turn.adapter.parse_info)
+        if isinstance(answer, Failed | Suspended):  # an ops view: say what failed, never crash
+            found.append({"stage": d["stage"], "record": None, "why": answer.reason})
+            continue
+        found.append({"stage": d["stage"], "record": redact_value(dict(answer), ctx.secrets)})
     return found
 
 
@@ -474,7 +479,7 @@ def admitad_confirm(
     as_json: JsonOpt = False,
 ) -> None:
     """Send the user's SMS code for an application a bank holds until it is confirmed."""
-    from worker import sms
+    from worker.delivery import confirm as sms
 
     with context() as ctx:
         result = sms.confirm(ctx, application, code)
@@ -499,6 +504,12 @@ def demo(
     ),
 ) -> None:
     """Run the whole relay in one process on SQLite, against the sandboxes: nothing to install."""
+    from producers.sandboxes import SandboxNotInstalled, require
+
+    try:
+        require()
+    except SandboxNotInstalled as exc:
+        raise fail(str(exc)) from None
     from producers import demo as demo_module
 
     wide = Console(soft_wrap=True, highlight=False, width=max(100, out.width))
@@ -524,9 +535,12 @@ def sandbox(
     port: Annotated[int, typer.Option(help="The first port; each platform takes the next.")] = 8701,
 ) -> None:
     """Serve the platform emulators on loopback ports until interrupted (for tests and trials)."""
-    from producers.sandboxes import serve_all
+    from producers.sandboxes import SandboxNotInstalled, serve_all
 
-    serve_all(host, port, out)
+    try:
+        serve_all(host, port, out)
+    except SandboxNotInstalled as exc:
+        raise fail(str(exc)) from None
 
 
 def main() -> None:

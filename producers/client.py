@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from worker import intake
-from worker.context import WorkerContext, build
+from worker.delivery.context import WorkerContext, build
 from worker.errors import LeadInvalid
 from worker.intake import Accepted, Submission
 from worker.settings import Settings, get_settings
@@ -26,7 +26,7 @@ Waker = Callable[[str, int], None]
 
 def celery_waker(destination: str, count: int) -> None:
     """Wake enough drains of `destination` to use its concurrency for `count` new leads."""
-    from worker.tasks import wake
+    from worker.runtime.tasks import wake
 
     try:
         wake(destination)
@@ -46,7 +46,7 @@ class Producer:
         self.ctx = ctx
         self.waker = waker
         if waker is celery_waker:
-            from worker.app import use_settings
+            from worker.runtime.app import use_settings
 
             use_settings(ctx.settings)
 
@@ -90,7 +90,7 @@ class Producer:
 
     def confirm_sms(self, application_id: str, code: str) -> str:
         """Send the user's SMS code for an Admitad bank application; returns its new state."""
-        from worker import sms
+        from worker.delivery import confirm as sms
 
         return sms.confirm(self.ctx, application_id, code).state
 

@@ -6,6 +6,10 @@ worker thread per destination running the real delivery loop (with the
 in-process limiter: nothing to install), a few hundred sample leads, a
 progress bar, and a per-destination table at the end. The sandboxes are
 told to answer one 429 each, so the cooldown is seen working too.
+
+The platforms are the worker's registry (`worker.platforms.REGISTRY`); each
+one's scenario (emulator, destination table, sample and bad leads) is `DEMO`
+in `producers.demo_platforms.<platform>`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,169 +34,44 @@ from rich.progress import (
 from rich.table import Table
 
 from producers.client import Producer
-from worker import delivery, logs
-from worker.context import WorkerContext, build
+from producers.demo_platforms import DemoPlatform, demo_platform
+from sandbox import serve
+from worker.delivery import loop as delivery
+from worker.delivery import polling
+from worker.delivery.context import WorkerContext, build
 from worker.intake import Submission
 from worker.leads import FINAL_STATES, LeadState
 from worker.ledger import migrate, reports
-from worker.sandbox import admitad as admitad_sandbox
-from worker.sandbox import calltouch as calltouch_sandbox
-from worker.sandbox import kuper as kuper_sandbox
-from worker.sandbox import salesman as salesman_sandbox
-from worker.sandbox import serve
+from worker.ops import logs
+from worker.platforms import REGISTRY
 from worker.settings import load, parse_destinations, secret_values
 
 
-@dataclass(frozen=True)
-class DemoPlatform:
-    """One platform in the demo: its sandbox, its destination table, its sample leads."""
-
-    name: str
-    app: Callable[[], Any]
-    table: Callable[[str], dict[str, Any]]
-    sample: Callable[[random.Random, int], dict[str, Any]]
-
-
-def _kuper_lead(rng: random.Random, i: int) -> dict[str, Any]:
-    phone = (
-        f"+7 (9{rng.randint(10, 99)}) {rng.randint(100, 999)}-{i // 100 % 100:02d}-{i % 100:02d}"
-    )
-    return {
-        "phone": phone,
-        "utm": {"utm_source": "demo_partner"},
-        "vacancy_id": rng.randint(1, 40),
-        "city_id": str(rng.randint(1, 90)),  # a numeric string: coerced at the door
-        "first_name": rng.choice(["Анна", "Иван", "Олег", "Мария"]),
-    }
+def platforms(console: Console) -> dict[str, DemoPlatform]:
+    """
+    Each registered platform's demo, by platform name, in registry order; a
+    platform without a demo module is left out, and the console says so.
+    """
+    found = {}
+    for platform in REGISTRY:
+        demo = demo_platform(platform)
+        if demo is None:
+            console.print(
+                f"  {platform}: not in the demo (no producers/demo_platforms/{platform}.py)"
+            )
+        else:
+            found[platform] = demo
+    return found
 
 
-def _calltouch_lead(rng: random.Random, i: int) -> dict[str, Any]:
-    # every 40th lead names a request Calltouch does not have yet: it waits, then ends unmatched
-    request_id = 990_000 + i if i % 40 == 39 else rng.randint(1, 500_000)
-    return {
-        "matching": [
-            {"type": "request", "requestParams": {"requestId": request_id}},
-            {"type": "leadContact", "leadContactParams": {"phones": [f"7916{i:07d}"]}},
-        ],
-        "addCustomFields": {
-            "overwrite": False,
-            "customFields": [{"field": "deal_stage", "value": rng.choice(["won", "lost"])}],
-        },
-    }
+def destination(platform: str) -> str:
+    """The demo's destination of a platform: `kuper-demo`."""
+    return f"{platform}-demo"
 
 
-def _salesman_lead(rng: random.Random, i: int) -> dict[str, Any]:
-    return {
-        "title": rng.choice(["Анна Смирнова", "Иван Петров", "Олег Сидоров"]),
-        "phone": f"+7 903 {i // 10000 % 1000:03d}-{i // 100 % 100:02d}-{i % 100:02d}",
-        "email": f"client{i}@example.com",
-        "company": "ООО Ромашка",
-        "description": "заявка с сайта",
-        "utm_source": "demo",
-    }
-
-
-def _admitad_lead(rng: random.Random, i: int) -> dict[str, Any]:
-    # two stages: two banks first; if either takes it, a third after a 2-minute pause
-    return {
-        "campaigns": [{"ids": [17809, 16126], "pause": 0}, {"ids": [16633], "pause": 2}],
-        "user_notified": 1,
-        "first_name": rng.choice(["Anna", "Ivan", "Oleg"]),
-        "last_name": "Petrov",
-        "mobile_phone": f"7916{i:07d}",
-        "credit_sum": "150000.00",
-        "credit_days": 30,
-        "birth_date": "01.02.1990",
-    }
-
-
-PLATFORMS = [
-    DemoPlatform(
-        "kuper-demo",
-        lambda: kuper_sandbox.create_app(username="demo", password="demo-password"),  # noqa: S106
-        lambda url: {
-            "platform": "kuper",
-            "base_url": url,
-            "username": "demo",
-            "password": "demo-password",  # the sandbox's own
-            "rate": 20,
-            "burst": 2,
-            "batch_size": 50,
-        },
-        _kuper_lead,
-    ),
-    DemoPlatform(
-        "calltouch-demo",
-        lambda: calltouch_sandbox.create_app(
-            site_id="5150",
-            access_token="demo-token",  # noqa: S106
-            known_request_ids=range(1, 900_000),
-            unknown_phones=[f"7916{i:07d}" for i in range(39, 10_000, 40)],
-        ),
-        lambda url: {
-            "platform": "calltouch",
-            "base_url": url,
-            "site_id": "5150",
-            "access_token": "demo-token",
-            "rate": 5,
-            # the demo's "not in Calltouch yet" leads give up after seconds, not a day
-            "unmatched_retry": 0.5,
-            "unmatched_horizon": 2,
-        },
-        _calltouch_lead,
-    ),
-    DemoPlatform(
-        "salesman-demo",
-        lambda: salesman_sandbox.create_app(login="demo@example.com", api_key="demo-apikey"),
-        lambda url: {
-            "platform": "salesman",
-            "base_url": url,
-            "login": "demo@example.com",
-            "api_key": "demo-apikey",
-            "rate": 50,  # the emulator sends no e-mail; a real CRM gets the default, 1/s
-            "concurrency": 2,
-        },
-        _salesman_lead,
-    ),
-    DemoPlatform(
-        "admitad-demo",
-        lambda: admitad_sandbox.create_app(
-            client_id="demo",
-            client_secret="demo-secret",  # noqa: S106
-            decide_after=0.3,
-            outcomes={16126: "declined"},
-        ),
-        lambda url: {
-            "platform": "admitad",
-            "base_url": url,
-            "website_id": 1,
-            "client_id": "demo",
-            "client_secret": "demo-secret",
-            "rate": 50,
-            "poll_interval": 0.2,
-            "pause_minute": 0.5,  # the demo's pause minutes last half a second
-        },
-        _admitad_lead,
-    ),
-]
-
-#: a few leads that break documented rules, so the demo shows refusals at the door
-BAD_LEADS: dict[str, list[dict[str, Any]]] = {
-    "admitad-demo": [{"campaigns": [17809], "user_notified": 0, "birth_date": "31.02.1990"}],
-    "salesman-demo": [{"title": "Без контактов"}, {"title": "X", "email": "not-an-email"}],
-    "calltouch-demo": [
-        {"matching": [], "addCustomFields": {"customFields": [{"field": "x", "value": 1}]}},
-    ],
-    "kuper-demo": [
-        {
-            "phone": "12345",
-            "utm": {"utm_source": "demo_partner"},
-            "vacancy_id": 1,
-            "city_id": 1,
-        },
-        {"phone": "+7 915 000-00-01", "utm": {}, "vacancy_id": "three", "city_id": 1},
-    ],
-}
+def table(platform: str, demo: DemoPlatform, base_url: str) -> dict[str, Any]:
+    """The destination table of the platform's demo, its emulator at `base_url`."""
+    return {"platform": platform, "base_url": base_url, **demo.table}
 
 
 def run(
@@ -207,11 +85,14 @@ def run(
     database.unlink(missing_ok=True)
     url = f"sqlite:///{database}"
     migrate.upgrade(url)
+    demos = platforms(console)
     with ExitStack() as stack:
-        urls = {p.name: stack.enter_context(serve(p.app())) for p in PLATFORMS}
+        urls = {p: stack.enter_context(serve(demo.app())) for p, demo in demos.items()}
         settings = load(
             database_url=url,
-            destinations=parse_destinations({p.name: p.table(urls[p.name]) for p in PLATFORMS}),
+            destinations=parse_destinations(
+                {destination(p): table(p, demo, urls[p]) for p, demo in demos.items()}
+            ),
             log_level="WARNING",
         )
         logs.configure("ERROR", "text", secret_values(settings))  # the table tells the story
@@ -222,25 +103,32 @@ def run(
         console.print(
             f"[bold]lead relay demo[/]: ledger {database}, sandboxes " + ", ".join(urls.values())
         )
-        _submit(ctx, rng, leads, console)
+        _submit(ctx, demos, rng, leads, console)
         started = time.monotonic()
         _deliver(ctx, sum(s.total for s in _counts(ctx)), console)
         _summary(ctx, console, time.monotonic() - started)
         return 0 if _all_final(ctx) else 1
 
 
-def _submit(ctx: WorkerContext, rng: random.Random, leads: int, console: Console) -> int:
+def _submit(
+    ctx: WorkerContext,
+    demos: Mapping[str, DemoPlatform],
+    rng: random.Random,
+    leads: int,
+    console: Console,
+) -> int:
     producer = Producer(ctx, waker=None)
-    per = max(1, leads // len(PLATFORMS))
+    per = max(1, leads // max(1, len(demos)))
     accepted = 0
-    for platform in PLATFORMS:
-        subs = [Submission(platform.sample(rng, i), f"demo-{i}") for i in range(per)]
-        subs += [Submission(bad) for bad in BAD_LEADS.get(platform.name, [])]
-        results = producer.submit_many(platform.name, subs, source="demo")
+    for platform, demo in demos.items():
+        name = destination(platform)
+        subs = [Submission(demo.sample(rng, i), f"demo-{i}") for i in range(per)]
+        subs += [Submission(bad) for bad in demo.bad]
+        results = producer.submit_many(name, subs, source="demo")
         accepted += sum(1 for r in results if r.ok)
         for result in results:
             for error in result.errors:
-                console.print(f"  [yellow]refused[/] {platform.name}: {error}")
+                console.print(f"  [yellow]refused[/] {name}: {error}")
     return accepted
 
 
@@ -276,7 +164,7 @@ def _worker(ctx: WorkerContext, destination: str, stop: threading.Event) -> None
     """What a Celery worker does with wake-ups, in a loop: drain, wait out deferrals."""
     while not stop.is_set():
         report = delivery.drain(ctx, destination, budget=5)
-        delivery.poll(ctx, destination)
+        polling.poll(ctx, destination)
         if report.deferred is not None:
             stop.wait(min(report.deferred.total_seconds(), 1.0))
         elif not report.requests:

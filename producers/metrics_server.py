@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from worker.context import WorkerContext
+from worker.delivery.context import WorkerContext
 from worker.ledger import reports
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import redis
+from sqlalchemy.orm import Session, sessionmaker
 
-from worker.context import WorkerContext, build
+from worker.delivery.context import WorkerContext, build
 from worker.ledger import migrate
+from worker.ledger.db import make_engine, make_sessionmaker
 from worker.settings import Settings, load, parse_destinations
 
 PG_ADMIN = os.environ.get("LEADRELAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -56,6 +59,21 @@ def ledger_url(pg_url: str) -> str:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
     return pg_url
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ledger_sessions(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the test PostgreSQL (emptied) or on a fresh, migrated SQLite file."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("ledger_url")
+    else:
+        url = f"sqlite:///{tmp_path}/ledger.db"
+        migrate.upgrade(url)
+    engine = make_engine(url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ from pydantic import (
     field_validator,
 )
 
-from worker.leads import Platform
-
 
 class DestinationConfig(BaseModel):
     """The limits and retry policy shared by every platform's destination table."""
@@ -28,7 +26,9 @@ class DestinationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    platform: Platform
+    #: the platform's name, a key of `worker.platforms.REGISTRY`; each platform's
+    #: model narrows it to its own name (`platform: Literal["kuper"]`)
+    platform: str
     base_url: str
     #: requests per second, shared by every worker process and host
     rate: PositiveFloat = 5.0

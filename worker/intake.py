@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import ledger
-from worker.context import WorkerContext
+from worker.delivery.context import WorkerContext
 from worker.errors import FieldError, LeadInvalid, UnknownDestination
 from worker.platforms import adapter_for
 from worker.settings import Settings

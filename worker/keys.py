@@ -1,7 +1,7 @@
 """
 Every Redis key lead relay reads or writes itself, named in one place.
 
-The limiter (`worker.limiter`) and the platform adapters' shared cache (Admitad's
+The limiter (`worker.delivery.limiter`) and the platform adapters' shared cache (Admitad's
 tokens and program settings, through `KeyValueCache`) all take their key names
 from here, so two workers never spell one key two ways and a look at Redis can be
 read against this list. The module is plain strings on purpose: adapters import

@@ -1,6 +1,7 @@
 """
-The words every layer shares: platforms, lead states, and `Delivery`, the
-value a claimed delivery travels as from the ledger to an adapter and back.
+The words every layer shares: lead states, and `Delivery`, the value a
+claimed delivery travels as from the ledger to an adapter and back. (A
+platform is a plain name, a key of `worker.platforms.REGISTRY`.)
 """
 
 from __future__ import annotations
@@ -10,13 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-
-
-class Platform(StrEnum):
-    KUPER = "kuper"  #: Kuper Partner Leads API, batch import
-    CALLTOUCH = "calltouch"  #: Calltouch lead-service custom fields
-    ADMITAD = "admitad"  #: Admitad broker applications
-    SALESMAN = "salesman"  #: SalesMan CRM developer API
 
 
 class LeadState(StrEnum):
@@ -55,6 +49,8 @@ DUE_STATES = frozenset({LeadState.QUEUED, LeadState.RETRY_WAIT})
 
 #: States the status poller claims once due_at has passed (due_at: the next look).
 POLL_STATES = frozenset({LeadState.AWAITING_STATUS, LeadState.WAITING_CODE, LeadState.DELIVERED})
+#: States of a lead that may take an SMS code (the second only while its application waits for one).
+CODE_STATES = (LeadState.WAITING_CODE, LeadState.AWAITING_STATUS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@ What an adapter says a platform's answer means, as values the delivery loop acts
 
 An answer is either about each lead of the request (`LeadOutcome`, one per
 lead, in the order of the request) or about the whole request
-(`RequestOutcome`). Adapters return them; only `worker.delivery` acts on them.
+(`RequestOutcome`). Adapters return them; only the delivery domain (`worker.delivery`) acts
+on them.
 
 =============  ======================================  ===================
 outcome        what it means                           the lead becomes
@@ -170,13 +171,13 @@ PollAnswer = StatusUpdate | NotSeen | None
 
 
 # What the loop writes back once it has decided: plain values, so the decisions
-# (`worker.retry`, `worker.polling`'s pure parts) load no database library; the
+# (`worker.delivery.retry`, `worker.delivery.polling`'s pure parts) load no database library; the
 # ledger takes them as they are.
 
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """What becomes of one claimed delivery: decided by `worker.retry`, kept by the ledger."""
+    """What becomes of one claimed delivery: decided by `delivery.retry`, kept by the ledger."""
 
     delivery_id: int
     state: LeadState

@@ -25,14 +25,14 @@ import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.config import DestinationConfig
 from worker.errors import ConfigError, UnknownDestination
-from worker.platforms import destination_models
+from worker.platforms import REGISTRY
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -100,26 +100,30 @@ def interpolate(value: Any, where: str) -> Any:
 
 def parse_destinations(tables: Mapping[str, Any]) -> dict[str, DestinationConfig]:
     """The `[destinations.*]` tables as typed configs, or ConfigError naming the first bad key."""
-    union: Any = Annotated[
-        functools.reduce(lambda a, b: a | b, destination_models()),  # type: ignore[arg-type,return-value]
-        Field(discriminator="platform"),
-    ]
-    adapter: TypeAdapter[DestinationConfig] = TypeAdapter(union)
     out: dict[str, DestinationConfig] = {}
     for name, table in tables.items():
         where = f"destinations.{name}"
         if not isinstance(table, Mapping):
             raise ConfigError(where, "must be a table")
+        values = {**interpolate(table, where), "name": name}
+        model = destination_model(values.get("platform"), f"{where}.platform")
         try:
-            out[name] = adapter.validate_python({**interpolate(table, where), "name": name})
+            out[name] = model.model_validate(values)
         except ValidationError as exc:
             err = exc.errors(include_input=False, include_url=False)[0]
-            loc = ".".join(str(p) for p in err["loc"] if p not in _PLATFORM_TAGS)
+            loc = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"{where}.{loc}" if loc else where, err["msg"]) from None
     return out
 
 
-_PLATFORM_TAGS = {"kuper", "calltouch", "admitad", "salesman"}
+def destination_model(platform: Any, where: str) -> type[DestinationConfig]:
+    """The destination model of a registered platform, or ConfigError at `where` naming them."""
+    known = ", ".join(REGISTRY)
+    if platform is None:
+        raise ConfigError(where, f"required: one of {known}")
+    if not isinstance(platform, str) or platform not in REGISTRY:
+        raise ConfigError(where, f"not a platform; one of {known}")
+    return REGISTRY[platform].config_model
 
 
 def load_file(path: Path) -> dict[str, DestinationConfig]:

@@ -19,7 +19,7 @@ from celery import Celery
 from producers.client import Producer
 from tests.benchmarks._common import fresh_database, fresh_redis, timed
 from tests.factories import kuper_lead, kuper_table
-from worker.context import build
+from worker.delivery.context import build
 from worker.intake import Submission
 from worker.settings import load, parse_destinations
 

@@ -23,15 +23,15 @@ import redis
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import calltouch as calltouch_sandbox
+from sandbox import kuper as kuper_sandbox
+from sandbox import serve
 from tests.benchmarks._common import fresh_database, fresh_redis
 from tests.benchmarks._procs import celery_worker, relay_env
 from tests.factories import calltouch_lead, calltouch_table, kuper_lead, kuper_table
-from worker.context import build
+from worker.delivery.context import build
 from worker.intake import Submission
 from worker.ledger.tables import DeliveryRow
-from worker.sandbox import calltouch as calltouch_sandbox
-from worker.sandbox import kuper as kuper_sandbox
-from worker.sandbox import serve
 from worker.settings import load, parse_destinations
 
 LIMIT = 5.0

@@ -29,7 +29,7 @@ from producers.client import Producer
 from tests.benchmarks._common import fresh_database, fresh_redis
 from tests.benchmarks._procs import celery_worker, relay_env
 from tests.factories import admitad_lead, admitad_table
-from worker.context import build
+from worker.delivery.context import build
 from worker.intake import Submission
 from worker.leads import LeadState
 from worker.ledger.tables import DeliveryRow

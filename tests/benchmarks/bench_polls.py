@@ -9,7 +9,7 @@ The Admitad emulator runs in a process of its own (so it does not share our
 interpreter), its programs answering `processing` for the whole run. Setup:
 10,000 two-stage leads (the document's example `campaigns`) are accepted into a
 fresh PostgreSQL ledger and stage 1 of each is sent by the real delivery loop
-(`worker.delivery.drain`, in 2 processes, a high `rate` for the setup only),
+(`worker.delivery.loop.drain`, in 2 processes, a high `rate` for the setup only),
 so the ledger holds 10,000 `awaiting_status` deliveries exactly as the loop
 leaves them, due their first look 5 s after their create. The emulator's own
 limit is lifted for the setup's sake, so the figures are what the relay sends.
@@ -17,7 +17,7 @@ limit is lifted for the setup's sake, so the figures are what the relay sends.
 The run does what beat and the workers do, with the example configuration's
 values (`rate` 10/s, `poll_interval` 300 s, `first_look` 5 s): every 5 s
 (`LEADRELAY_SWEEP_EVERY`) the sweep's own queries (expired leases back,
-`poll_due_counts`) and, when polls are due, a poll pass (`worker.polling.poll`)
+`poll_due_counts`) and, when polls are due, a poll pass (`worker.delivery.polling.poll`)
 on a pool of 4 threads (a worker's `-c 4`). Requests are counted from the
 emulator's log, on `time.monotonic` (the emulator's log stamps its requests with
 the same system-wide monotonic clock); looks from what each pass settled, and
@@ -41,15 +41,17 @@ import psycopg
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import admitad as admitad_sandbox
+from sandbox import free_port, serve
 from tests.benchmarks._common import PG_ADMIN, fresh_database, fresh_redis
 from tests.factories import admitad_lead, admitad_table
-from worker import delivery, ledger, polling
-from worker.context import WorkerContext, build
+from worker import ledger
+from worker.delivery import loop as delivery
+from worker.delivery import polling
+from worker.delivery.context import WorkerContext, build
 from worker.intake import Submission
 from worker.leads import LeadState
 from worker.ledger.tables import DeliveryRow
-from worker.sandbox import admitad as admitad_sandbox
-from worker.sandbox import free_port, serve
 from worker.settings import load, parse_destinations
 
 N = 10_000
@@ -167,7 +169,7 @@ def run(db: str, broker: str, url: str, seconds: float) -> tuple[float, list[Pas
 
     def one_pass() -> None:
         began = time.monotonic()
-        counts: Counter[str] = polling.poll(ctx, dest)
+        counts: Counter[str] = polling.poll(ctx, dest.name)
         looked = sum(n for k, n in counts.items() if k != "next_stage_now")
         with lock:
             passes.append(Pass(began, time.monotonic(), looked))

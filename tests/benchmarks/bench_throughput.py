@@ -23,14 +23,14 @@ import redis
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import kuper as kuper_sandbox
+from sandbox import serve
 from tests.benchmarks._common import fresh_database, fresh_redis
 from tests.benchmarks._procs import celery_worker, relay_env
 from tests.factories import kuper_lead, kuper_table
-from worker.context import build
+from worker.delivery.context import build
 from worker.intake import Submission
 from worker.ledger.tables import DeliveryRow
-from worker.sandbox import kuper as kuper_sandbox
-from worker.sandbox import serve
 from worker.settings import load, parse_destinations
 
 

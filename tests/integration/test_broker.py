@@ -6,7 +6,7 @@ import pytest
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
-from worker import broker
+from worker.runtime import broker
 
 
 def close_after_the_connection_is_gone(url: str, transport: type) -> None:
@@ -36,7 +36,7 @@ def test_ours_logs_the_failed_restore_and_carries_on(
 
 def test_a_redis_broker_url_gets_our_transport_and_keeps_its_scheme() -> None:
     """Celery and Flower (which reads the scheme back to show queue lengths) both see redis."""
-    from worker.app import app
+    from worker.runtime.app import app
 
     connection = app.connection_for_read("redis://127.0.0.1:6379/0")
     assert isinstance(connection.transport, broker.Transport)

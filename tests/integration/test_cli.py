@@ -205,7 +205,7 @@ def test_metrics_serves_the_backlog_per_destination_and_state(
 
     import httpx
 
-    from worker.sandbox import free_port
+    from sandbox import free_port
 
     leads = write_jsonl(tmp_path / "m.jsonl", [kuper_lead() for _ in range(4)])
     assert run_cli("submit", str(leads), "--to", "kuper-cli").returncode == 0

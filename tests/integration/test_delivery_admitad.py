@@ -14,13 +14,14 @@ import pytest
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import admitad as admitad_sandbox
+from sandbox import serve
 from tests.factories import admitad_lead, admitad_table
-from worker import delivery, polling
-from worker.context import WorkerContext
+from worker.delivery import loop as delivery
+from worker.delivery import polling
+from worker.delivery.context import WorkerContext
 from worker.leads import FINAL_STATES, LeadState
 from worker.ledger.tables import AttemptRow, DeliveryRow
-from worker.sandbox import admitad as admitad_sandbox
-from worker.sandbox import serve
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def run_until(
     while not done(rows(ctx)):
         assert time.monotonic() < deadline, [(r.stage, r.state, r.detail) for r in rows(ctx)]
         delivery.drain(ctx, "admitad", budget=2)
-        polling.poll(ctx, dest)
+        polling.poll(ctx, dest.name)
         time.sleep(0.05)
 
 
@@ -104,7 +105,7 @@ def test_statuses_are_polled_until_final_and_polling_stops(
     assert row.state == LeadState.APPROVED  # one program approved, one declined
     assert {r["status"] for r in row.data["responses"]} == {"approved", "declined"}
     assert row.due_at is None
-    assert not polling.poll(ctx, ctx.settings.destination("admitad"))  # nothing left to ask
+    assert not polling.poll(ctx, "admitad")  # nothing left to ask
 
 
 def test_applications_beyond_the_first_page_are_found_on_the_next_pages(
@@ -120,7 +121,7 @@ def test_applications_beyond_the_first_page_are_found_on_the_next_pages(
     assert {r.state for r in rows(ctx)} == {LeadState.AWAITING_STATUS}
     time.sleep(0.7)  # every application decided at the emulator
     dest = ctx.settings.destination("admitad")
-    polling.poll(ctx, dest)
+    polling.poll(ctx, dest.name)
     assert {r.state for r in rows(ctx)} == {LeadState.APPROVED}, "a pass left some unseen"
     with ctx.sessions() as s:
         polls = [
@@ -199,7 +200,7 @@ def test_above_600_a_minute_admitad_answers_503_and_the_destination_cools(
 def test_an_sms_verified_application_waits_for_its_code_then_is_polled(
     make_ctx: Callable[..., WorkerContext], admitad: str
 ) -> None:
-    from worker import sms
+    from worker.delivery import confirm as sms
 
     ctx = make_ctx({"admitad": admitad_table(admitad)})
     lead = admitad_lead(campaigns=[65], sms_verification=True)
@@ -211,7 +212,7 @@ def test_an_sms_verified_application_waits_for_its_code_then_is_polled(
     wrong = sms.confirm(ctx, row.external_id, "0000")
     assert wrong.state == "awaiting_status"
     time.sleep(0.15)
-    polling.poll(ctx, ctx.settings.destination("admitad"))
+    polling.poll(ctx, "admitad")
     assert rows(ctx)[0].state == LeadState.AWAITING_STATUS  # still waits for verification
     right = sms.confirm(ctx, row.external_id, "1234")  # another code, before it expires
     assert right.state == "awaiting_status"
@@ -230,7 +231,7 @@ def test_a_code_that_never_comes_expires_the_application(
     )
     delivery.drain(ctx, "admitad")
     time.sleep(0.4)
-    polling.poll(ctx, ctx.settings.destination("admitad"))
+    polling.poll(ctx, "admitad")
     (row,) = rows(ctx)
     assert (row.state, row.detail) == (LeadState.EXPIRED, "no SMS code in time")
 
@@ -320,7 +321,7 @@ def test_a_look_that_never_reached_admitad_keeps_the_quick_cadence(
 
         def look(after: float) -> tuple[int, float]:
             time.sleep(after)
-            polling.poll(ctx, dest)
+            polling.poll(ctx, dest.name)
             row = rows(ctx)[0]
             assert row.due_at is not None
             return int(row.data["looks"]), (row.due_at - ctx.clock()).total_seconds()

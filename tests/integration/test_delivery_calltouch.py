@@ -16,12 +16,13 @@ import pytest
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import calltouch as calltouch_sandbox
+from sandbox import serve
 from tests.factories import calltouch_lead, calltouch_table
-from worker import delivery, ledger
-from worker.context import WorkerContext
+from worker import ledger
+from worker.delivery import loop as delivery
+from worker.delivery.context import WorkerContext
 from worker.ledger.tables import AttemptRow, DeliveryRow
-from worker.sandbox import calltouch as calltouch_sandbox
-from worker.sandbox import serve
 
 ADD = "/lead-service/v1/api/customfield/lead/add"
 TOKEN = "calltouch-secret-token"

@@ -19,15 +19,18 @@ import pytest
 from sqlalchemy import select, text
 
 from producers.client import Producer
+from sandbox import kuper as kuper_sandbox
+from sandbox import serve
 from tests.factories import kuper_lead, kuper_table
-from worker import delivery, ledger, polling
-from worker.context import WorkerContext
+from worker import ledger
+from worker.delivery import loop as delivery
+from worker.delivery import polling
+from worker.delivery.context import WorkerContext
+from worker.delivery.exchange import Turn
 from worker.intake import Submission
 from worker.leads import LeadState
 from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow
 from worker.platforms.kuper import KuperAdapter
-from worker.sandbox import kuper as kuper_sandbox
-from worker.sandbox import serve
 
 IMPORT = "/partner-candidate/v2/leads/import"
 
@@ -223,7 +226,7 @@ def test_wrong_credentials_pause_the_destination_without_burning_the_backlog(
 def test_no_password_reaches_the_attempt_records_or_the_logs(
     make_ctx: Callable[..., WorkerContext], kuper: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from worker.logs import RedactionFilter
+    from worker.ops.logs import RedactionFilter
 
     ctx = make_ctx({"kuper": kuper_table(kuper)})
     caplog.handler.addFilter(RedactionFilter(ctx.secrets))
@@ -252,7 +255,7 @@ def test_polling_a_platform_that_decides_at_once_changes_nothing(
     ctx = make_ctx({"kuper": kuper_table(kuper)})
     submit(ctx, [kuper_lead()])
     delivery.drain(ctx, "kuper")
-    assert not polling.poll(ctx, ctx.settings.destination("kuper"))
+    assert not polling.poll(ctx, "kuper")
     assert states(ctx) == {"delivered": 1}
 
 
@@ -373,7 +376,7 @@ def test_one_bad_lead_costs_one_request_and_two_per_halving_and_only_it_is_rejec
     ctx = make_ctx({"kuper": kuper_table(kuper, batch_size=size, rate=100, burst=10)})
     store_with_a_bad_lead(ctx, size, bad_at)
 
-    step = delivery.deliver_batch(ctx, ctx.settings.destination("kuper"), KuperAdapter())
+    step = delivery.deliver_batch(Turn(ctx, ctx.settings.destination("kuper"), KuperAdapter()))
 
     log = sandbox_log(kuper)
     assert len(log) == requests == step.requests
@@ -396,7 +399,7 @@ def test_a_half_that_gets_no_limiter_slot_goes_back_with_the_rest_and_arrives_la
     ctx = make_ctx({"kuper": table}, max_inline_wait=0.05)
     store_with_a_bad_lead(ctx, 8, 0)
 
-    step = delivery.deliver_batch(ctx, ctx.settings.destination("kuper"), KuperAdapter())
+    step = delivery.deliver_batch(Turn(ctx, ctx.settings.destination("kuper"), KuperAdapter()))
 
     assert step.kind == "deferred" and step.wait > timedelta(0)
     assert [e["status"] for e in sandbox_log(kuper)] == [422]
@@ -415,7 +418,7 @@ def test_a_throttled_half_cools_down_and_the_other_goes_back_with_it(
     fault(kuper, handle=True)  # the whole batch is Kuper's own 422
     fault(kuper, status=429, retry_after="1", body="{}")  # its first half: 429
 
-    step = delivery.deliver_batch(ctx, ctx.settings.destination("kuper"), KuperAdapter())
+    step = delivery.deliver_batch(Turn(ctx, ctx.settings.destination("kuper"), KuperAdapter()))
 
     assert step.kind == "deferred" and step.wait == timedelta(seconds=1)
     assert [e["status"] for e in sandbox_log(kuper)] == [422, 429]
@@ -439,7 +442,7 @@ def test_a_long_halving_extends_its_claim_and_finishes_in_one_go(
     fault(kuper, handle=True, delay=0.7, count=100)
 
     claimed_at = ctx.clock()
-    step = delivery.deliver_batch(ctx, dest, KuperAdapter())
+    step = delivery.deliver_batch(Turn(ctx, dest, KuperAdapter()))
 
     with ctx.sessions() as s:
         ends = [

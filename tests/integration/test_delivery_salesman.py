@@ -12,12 +12,14 @@ import pytest
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import salesman as salesman_sandbox
+from sandbox import serve
 from tests.factories import salesman_lead, salesman_table
-from worker import delivery, ledger, polling
-from worker.context import WorkerContext
+from worker import ledger
+from worker.delivery import loop as delivery
+from worker.delivery import polling
+from worker.delivery.context import WorkerContext
 from worker.ledger.tables import AttemptRow, DeliveryRow
-from worker.sandbox import salesman as salesman_sandbox
-from worker.sandbox import serve
 
 KEY = "salesman-secret-apikey"
 
@@ -158,7 +160,7 @@ def test_the_crm_status_of_delivered_leads_is_reconciled(
         f"{salesman}/__sandbox__/salesman/status", json={"id": crm_id, "status": "2", "rezult": "3"}
     )
     time.sleep(0.05)
-    assert polling.poll(ctx, ctx.settings.destination("salesman")) == {"delivered": 1}
+    assert polling.poll(ctx, "salesman") == {"delivered": 1}
     with ctx.sessions() as s:
         row = s.scalars(select(DeliveryRow)).one()
     assert row.data["crm"]["status_name"] == "Обработан"
@@ -319,7 +321,7 @@ def test_reconciliation_brings_in_a_buried_leads_status_by_info(
             json={"id": crm_id, "status": "3", "rezult": "1"},
         ).raise_for_status()
     time.sleep(0.05)
-    polling.poll(ctx, ctx.settings.destination("salesman"))
+    polling.poll(ctx, "salesman")
     with ctx.sessions() as s:
         crm = [r.data.get("crm", {}) for r in s.scalars(select(DeliveryRow))]
     assert [c.get("status_name") for c in crm] == ["Закрыт", "Закрыт"]

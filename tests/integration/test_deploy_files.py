@@ -27,10 +27,11 @@ import yaml
 from typer.main import get_command
 
 from producers.cli import app as cli_app
-from worker import flower, metrics
-from worker.app import CONTROL_QUEUE, INTAKE_QUEUE
 from worker.config import queue_name
+from worker.ops import metrics
 from worker.platforms import destination_models
+from worker.runtime import flower
+from worker.runtime.app import CONTROL_QUEUE, INTAKE_QUEUE
 from worker.settings import Settings, parse_destinations
 
 ROOT = Path(__file__).parents[2]

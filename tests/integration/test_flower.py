@@ -24,8 +24,8 @@ import httpx
 import pytest
 from celery import Celery
 
+from sandbox import free_port
 from tests.factories import kuper_table
-from worker.sandbox import free_port
 
 AUTH = ("ops", "flower-test-password")
 DESTINATION = "kuper-flower"

@@ -35,7 +35,7 @@ from tests.fuzz_strategies import (
 )
 from tests.system.conftest import write_config
 from worker.config import queue_name
-from worker.context import WorkerContext
+from worker.delivery.context import WorkerContext
 from worker.intake import MAX_KEY, Submission
 from worker.ledger.tables import LeadRow
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from producers.client import Producer
 from tests.factories import kuper_lead, kuper_table
 from worker import ledger
-from worker.context import WorkerContext
+from worker.delivery.context import WorkerContext
 
 
 def claim(ctx: WorkerContext, owner: str, lease: timedelta) -> list[int]:

@@ -17,7 +17,7 @@ from datetime import time as clock
 import pytest
 import redis
 
-from worker.limiter import Limiter, MemoryLimiter, RedisLimiter
+from worker.delivery.limiter import Limiter, MemoryLimiter, RedisLimiter
 from worker.platforms.kuper import KuperDestination
 
 #: the longest a refusal for the in-flight cap or the window asks a caller to wait

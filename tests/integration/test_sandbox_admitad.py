@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox import admitad as admitad_sandbox
+from sandbox import serve
 from worker.leads import Delivery, LeadState
 from worker.outcomes import Pending, Rejected, StatusUpdate, Throttled
 from worker.platforms.admitad import AdmitadAdapter, AdmitadDestination
-from worker.sandbox import admitad as admitad_sandbox
-from worker.sandbox import serve
 
 ADAPTER = AdmitadAdapter()
 SECRET = "admitad-secret"

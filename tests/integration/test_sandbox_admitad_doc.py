@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.sandbox import admitad as admitad_sandbox
-from worker.sandbox import serve
+from sandbox import admitad as admitad_sandbox
+from sandbox import serve
 
 CLIENT, SECRET = "client", "admitad-doc-secret"
 APPS = "/website/1/broker/applications"

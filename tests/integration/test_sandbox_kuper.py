@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox import kuper as kuper_sandbox
+from sandbox import serve
 from tests.unit.platforms.test_golden_kuper import (
     REQUEST_ONE,
     REQUEST_TWO,
@@ -23,8 +25,6 @@ from tests.unit.platforms.test_golden_kuper import (
     canonical,
     example,
 )
-from worker.sandbox import kuper as kuper_sandbox
-from worker.sandbox import serve
 
 IMPORT = "/partner-candidate/v2/leads/import"
 AUTH = ("partner", "kuper-secret-pw")

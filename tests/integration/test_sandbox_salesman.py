@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox import salesman as salesman_sandbox
+from sandbox import serve
 from worker.leads import Delivery, LeadState
 from worker.outcomes import Delivered, Failed, NotSeen, Rejected, StatusUpdate, Suspended
 from worker.platforms.salesman import (
@@ -24,8 +26,6 @@ from worker.platforms.salesman import (
     marker,
     records,
 )
-from worker.sandbox import salesman as salesman_sandbox
-from worker.sandbox import serve
 
 LOGIN = "manager@example.com"
 KEY = "salesman-sandbox-apikey"

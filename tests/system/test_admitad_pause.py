@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import select
 
 from producers.client import Producer
+from sandbox import admitad as admitad_sandbox
+from sandbox import serve
 from tests.factories import admitad_lead, admitad_table
 from tests.system.conftest import Relay
-from worker.context import build
+from worker.delivery.context import build
 from worker.leads import LeadState
 from worker.ledger.tables import DeliveryRow
-from worker.sandbox import admitad as admitad_sandbox
-from worker.sandbox import serve
 from worker.settings import load, parse_destinations
 
 MINUTE = 1.0  # one pause minute lasts a second here: scaled, not mocked away

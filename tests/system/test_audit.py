@@ -28,14 +28,14 @@ from celery import Celery
 from sqlalchemy import String, cast, select
 
 from producers.client import Producer
+from sandbox import admitad, calltouch, free_port, kuper, salesman, serve
 from tests.factories import admitad_table, calltouch_table, kuper_table, salesman_table
 from tests.system.conftest import Relay
 from worker import ledger
-from worker.context import WorkerContext, build
+from worker.delivery.context import WorkerContext, build
 from worker.errors import LeadRelayError
 from worker.leads import FINAL_STATES
 from worker.ledger.tables import Base, DeliveryRow, LeadRow
-from worker.sandbox import admitad, calltouch, free_port, kuper, salesman, serve
 from worker.settings import load, parse_destinations
 
 pytestmark = pytest.mark.timeout(180)

@@ -48,6 +48,12 @@ import sqlalchemy.exc
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import admitad as admitad_sandbox
+from sandbox import calltouch as calltouch_sandbox
+from sandbox import free_port, serve
+from sandbox import kuper as kuper_sandbox
+from sandbox import salesman as salesman_sandbox
+from sandbox.common import SandboxState
 from tests.factories import (
     admitad_lead,
     admitad_table,
@@ -59,17 +65,11 @@ from tests.factories import (
     salesman_table,
 )
 from tests.system.conftest import Relay
-from worker.context import WorkerContext, build
+from worker.delivery.context import WorkerContext, build
 from worker.intake import Submission
 from worker.leads import LeadState
 from worker.ledger import migrate
 from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow, LeadRow
-from worker.sandbox import admitad as admitad_sandbox
-from worker.sandbox import calltouch as calltouch_sandbox
-from worker.sandbox import free_port, serve
-from worker.sandbox import kuper as kuper_sandbox
-from worker.sandbox import salesman as salesman_sandbox
-from worker.sandbox.common import SandboxState
 from worker.settings import load, parse_destinations
 
 LEADS = int(os.environ.get("LEADRELAY_CHAOS_LEADS", "600"))

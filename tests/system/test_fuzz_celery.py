@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from tests.factories import TABLES
 from tests.fuzz_strategies import GOOD, HUGE, PLATFORMS, Case, nested_garbage, one_of_each
 from tests.system.conftest import Relay
-from worker.context import build
+from worker.delivery.context import build
 from worker.ledger.tables import LeadRow, RefusalRow
 from worker.settings import load, parse_destinations
 

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import calltouch as calltouch_sandbox
+from sandbox import serve
 from tests.factories import calltouch_lead, calltouch_table
 from tests.system.conftest import Relay
-from worker.context import WorkerContext, build
+from worker.delivery.context import WorkerContext, build
 from worker.ledger.tables import DeliveryRow
-from worker.sandbox import calltouch as calltouch_sandbox
-from worker.sandbox import serve
 from worker.settings import load, parse_destinations
 
 ADD = "/lead-service/v1/api/customfield/lead/add"

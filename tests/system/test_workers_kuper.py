@@ -19,13 +19,13 @@ import redis
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import kuper as kuper_sandbox
+from sandbox import serve
+from sandbox.common import SandboxState
 from tests.factories import kuper_lead, kuper_table
 from tests.system.conftest import Relay
-from worker.context import WorkerContext, build
+from worker.delivery.context import WorkerContext, build
 from worker.ledger.tables import DeliveryRow, LeadRow
-from worker.sandbox import kuper as kuper_sandbox
-from worker.sandbox import serve
-from worker.sandbox.common import SandboxState
 from worker.settings import load, parse_destinations
 
 IMPORT = "/partner-candidate/v2/leads/import"

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from tests.factories import TABLES
 from tests.fuzz_strategies import GOOD
-from worker.delivery import Exchange, read_answer
+from worker.delivery.exchange import Exchange
+from worker.delivery.loop import read_answer
 from worker.errors import LeadInvalid, PlatformContractError
 from worker.leads import Delivery
 from worker.outcomes import (
@@ -286,7 +287,7 @@ def test_every_parser_maps_any_answer_to_a_value_and_never_raises(
             assert isinstance(answer, Throttled | Suspended | Failed | Split)
             counts[type(answer).__name__] += 1
         # Lookups and polls may refuse an answer with PlatformContractError, as
-        # documented: their loops (delivery._look_up, polling) catch it, so not a crash.
+        # documented: the lookups (worker.delivery.checks) and polling catch it: not a crash.
         try:
             assert isinstance(adapter.parse_lookup(response, batch[0], dest), LOOKUP)
         except PlatformContractError:
@@ -333,6 +334,8 @@ def test_a_parser_that_raises_becomes_a_recorded_failure_not_a_dead_task() -> No
     dest = _destination(adapter)
     exchange = Exchange(
         request=httpx.Request("POST", "http://127.0.0.1:9"),
+        kind="send",
+        destination=dest.name,
         at=datetime.now(UTC),
         response=httpx.Response(200, content=b"{}"),
     )

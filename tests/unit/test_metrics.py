@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import REGISTRY, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker import metrics
+from sandbox import free_port
 from worker.errors import ConfigError
-from worker.sandbox import free_port
+from worker.ops import metrics
 
 BOUNDED_LABELS = {"destination", "outcome", "state", "status", "kind"}
 ALL = (
@@ -132,7 +132,7 @@ def test_the_port_comes_from_the_environment_or_stops_the_worker() -> None:
 
 CHILD = """
 import sys
-from worker import metrics
+from worker.ops import metrics
 metrics.count_outcomes("m-fork", {"delivered": 2})
 metrics.observe_request("m-fork", 0.3, 200)
 metrics.set_backlog("m-fork", {"queued": int(sys.argv[1])}, 5.0)
@@ -140,7 +140,7 @@ metrics.set_backlog("m-fork", {"queued": int(sys.argv[1])}, 5.0)
 
 SERVER = """
 import sys, time
-from worker import metrics
+from worker.ops import metrics
 server = metrics.start_from_env()
 print("serving", flush=True)
 sys.stdin.read()

@@ -6,9 +6,20 @@ import json
 import subprocess
 import sys
 
-DECISIONS = ["worker.retry", "worker.staging", "worker.outcomes", "worker.platforms"]
+DECISIONS = [
+    "worker.delivery.retry",
+    "worker.platforms.admitad.staging",
+    "worker.outcomes",
+    "worker.platforms",
+]
 #: what a decision module may not bring in, even through a module it imports
-FORBIDDEN = ["sqlalchemy", "psycopg", "worker.ledger", "worker.delivery", "worker.polling"]
+FORBIDDEN = [
+    "sqlalchemy",
+    "psycopg",
+    "worker.ledger",
+    "worker.delivery.loop",
+    "worker.delivery.polling",
+]
 
 PROBE = """
 import importlib, json, sys

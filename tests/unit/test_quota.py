@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 
-from worker.limiter import next_quota_reset, quota_day
+from worker.delivery.limiter import next_quota_reset, quota_day
 from worker.platforms.kuper import KuperDestination
 
 

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from worker.redact import MASK, redact_request, redact_text, redact_url, redact_value
+from worker.ops.redact import MASK, redact_request, redact_text, redact_url, redact_value
 
 
 def test_keys_mask_secrets_and_personal_data_at_any_depth() -> None:

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from worker.delivery.retry import backoff, settle
 from worker.leads import Delivery, LeadState
 from worker.outcomes import Delivered, Failed, Pending, Rejected, Retry
 from worker.platforms.kuper import KuperDestination
-from worker.retry import backoff, settle
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DEST = KuperDestination(

@@ -43,7 +43,8 @@ def test_a_missing_env_reference_names_the_key(monkeypatch: pytest.MonkeyPatch) 
         ({"password": None}, "destinations.k.password"),
         ({"base_url": "ftp://x"}, "destinations.k.base_url"),
         ({"unknown": 1}, "destinations.k.unknown"),
-        ({"platform": "nope"}, "destinations.k"),
+        ({"platform": "nope"}, "destinations.k.platform"),
+        ({"platform": None}, "destinations.k.platform"),
     ],
 )
 def test_a_wrong_setting_fails_naming_its_key(change: dict[str, object], key: str) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker import staging
+from worker.platforms.admitad import staging
 from worker.platforms.admitad.campaigns import normalise
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

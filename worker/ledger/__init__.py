@@ -1,4 +1,7 @@
-"""The ledger: the only package that speaks SQL. Callers use these names."""
+"""
+The ledger: the only package that speaks SQL. Callers use these names, and what
+comes back is values, never ORM rows; ops' read-only questions are in `reports`.
+"""
 
 from worker.ledger.store import (
     NewLead,

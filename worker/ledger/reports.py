@@ -1,12 +1,18 @@
-"""Read-only questions ops ask of the ledger: per-destination counts, where a lead stands."""
+"""
+Read-only questions ops ask of the ledger: per-destination counts, where a lead stands.
+
+Every query here is the same on PostgreSQL and SQLite. Answers are values
+(`DestinationStats`, `AcceptedLead`, dicts of plain data), never ORM rows.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.leads import DUE_STATES, LeadState
@@ -19,10 +25,14 @@ from worker.ledger.tables import (
 )
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class DestinationStats:
+    """One destination's deliveries: how many in each state, how late, how fast settled."""
+
     destination: str
-    states: dict[str, int] = field(default_factory=dict)
+    #: deliveries by state name
+    states: Mapping[str, int] = field(default_factory=dict)
+    #: seconds since the oldest due delivery fell due; None when none is due
     oldest_due_s: float | None = None
     settled_last_minute: int = 0
     settled_last_hour: int = 0
@@ -37,26 +47,48 @@ class DestinationStats:
 
 def stats(session: Session, now: datetime) -> dict[str, DestinationStats]:
     """Deliveries per destination and state, the oldest due one, and recent settling rates."""
-    out: dict[str, DestinationStats] = {}
+    states = _states(session)
+    oldest = _oldest_due(session, now)
+    settled = _settled(session, now)
+    return {
+        dest: DestinationStats(
+            destination=dest,
+            states=by_state,
+            oldest_due_s=oldest.get(dest),
+            settled_last_minute=settled.get(dest, (0, 0))[0],
+            settled_last_hour=settled.get(dest, (0, 0))[1],
+        )
+        for dest, by_state in states.items()
+    }
+
+
+def _states(session: Session) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
     for dest, state, n in session.execute(
         select(DeliveryRow.destination, DeliveryRow.state, func.count()).group_by(
             DeliveryRow.destination, DeliveryRow.state
         )
     ):
-        out.setdefault(dest, DestinationStats(dest)).states[state] = int(n)
-    for dest, oldest in session.execute(
+        out.setdefault(dest, {})[state] = int(n)
+    return out
+
+
+def _oldest_due(session: Session, now: datetime) -> dict[str, float]:
+    rows = session.execute(
         select(DeliveryRow.destination, func.min(DeliveryRow.due_at))
         .where(
             DeliveryRow.state.in_([str(s) for s in DUE_STATES]),
             DeliveryRow.due_at <= now,
         )
         .group_by(DeliveryRow.destination)
-    ):
-        if oldest is not None:
-            if oldest.tzinfo is None:  # min() over SQLite bypasses the column type
-                oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=now.tzinfo)
-            out[dest].oldest_due_s = max(0.0, (now - oldest).total_seconds())
-    for dest, minute, hour in session.execute(
+    )
+    # min() keeps the column's type, so SQLite's due times come back aware too
+    return {d: max(0.0, (now - oldest).total_seconds()) for d, oldest in rows if oldest is not None}
+
+
+def _settled(session: Session, now: datetime) -> dict[str, tuple[int, int]]:
+    """Deliveries settled per destination: (in the last minute, in the last hour)."""
+    rows = session.execute(
         select(
             DeliveryRow.destination,
             func.count().filter(DeliveryRow.settled_at >= now - timedelta(minutes=1)),
@@ -64,21 +96,44 @@ def stats(session: Session, now: datetime) -> dict[str, DestinationStats]:
         )
         .where(DeliveryRow.settled_at >= now - timedelta(hours=1))
         .group_by(DeliveryRow.destination)
-    ):
-        out[dest].settled_last_minute = int(minute)
-        out[dest].settled_last_hour = int(hour)
-    return out
+    )
+    return {d: (int(minute), int(hour)) for d, minute, hour in rows}
 
 
-def find_lead(session: Session, ref: str) -> LeadRow | None:
+@dataclass(frozen=True, slots=True)
+class AcceptedLead:
+    """A lead the ledger holds, by its ids: what `find_lead` answers (not its payload)."""
+
+    id: str
+    destination: str
+    idempotency_key: str | None
+    accepted_at: datetime
+
+
+def find_lead(session: Session, ref: str) -> AcceptedLead | None:
     """A lead by our id, or by a producer's idempotency key (any destination)."""
-    row = session.get(LeadRow, ref)
-    if row is not None:
-        return row
-    return session.scalars(select(LeadRow).where(LeadRow.idempotency_key == ref).limit(1)).first()
+    return _accepted(session, LeadRow.id == ref) or _accepted(
+        session, LeadRow.idempotency_key == ref
+    )
 
 
-def lead_report(session: Session, lead: LeadRow) -> dict[str, Any]:
+def _accepted(session: Session, where: ColumnElement[bool]) -> AcceptedLead | None:
+    row = session.execute(
+        select(LeadRow.id, LeadRow.destination, LeadRow.idempotency_key, LeadRow.created_at)
+        .where(where)
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return AcceptedLead(
+        id=row.id,
+        destination=row.destination,
+        idempotency_key=row.idempotency_key,
+        accepted_at=row.created_at,
+    )
+
+
+def lead_report(session: Session, lead: AcceptedLead) -> dict[str, Any]:
     """Where a lead stands: each delivery (stage) and its attempts, redacted."""
     deliveries = session.scalars(
         select(DeliveryRow).where(DeliveryRow.lead_id == lead.id).order_by(DeliveryRow.stage)
@@ -87,7 +142,7 @@ def lead_report(session: Session, lead: LeadRow) -> dict[str, Any]:
         "lead_id": lead.id,
         "destination": lead.destination,
         "idempotency_key": lead.idempotency_key,
-        "accepted_at": lead.created_at.isoformat(),
+        "accepted_at": lead.accepted_at.isoformat(),
         "deliveries": [],
     }
     for d in deliveries:

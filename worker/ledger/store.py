@@ -1,29 +1,30 @@
 """
 Every query the service runs, by name. Nothing outside `worker.ledger` writes SQL.
 
+Each query is written once for PostgreSQL and SQLite; where the two need different
+SQL (the conflict clause, COPY, `= ANY`, row locks, RETURNING across a join), the
+query calls a helper in `db.py` that writes it. What comes back is values
+(`Delivery`, `Pause`, ids, counts), never ORM rows.
+
 Writes that matter for "never lose a lead" are single statements:
 * intake is INSERT … ON CONFLICT DO NOTHING on (destination, idempotency_key), then
   a read of what already existed: two producers racing with one key get one lead;
 * a claim is UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING, so
   workers take disjoint batches without waiting on each other (SQLite has one
-  writer at a time and ignores the locking clause, which is then not needed);
+  writer at a time, so there the locking clause is left out);
 * settling a batch only touches rows still leased to the claimant (`lease_owner`),
   so a worker that lost its lease to the sweeper cannot overwrite a newer claim.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import (
     Boolean,
-    String,
     and_,
     bindparam,
     case,
@@ -35,10 +36,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from worker.leads import DUE_STATES, FINAL_STATES, POLL_STATES, Delivery, LeadState
+from worker.ledger import db
 from worker.ledger.tables import (
     AttemptResultRow,
     AttemptRow,
@@ -152,50 +153,17 @@ def _insert_new(session: Session, leads: Sequence[NewLead], now: datetime) -> se
         }
         for lead in leads
     ]
-    dialect = session.get_bind().dialect.name
     if all(lead.idempotency_key is None for lead in leads):
-        _bulk_insert(session, LeadRow, rows)
+        db.bulk_insert(session, LeadRow, rows)
         return {lead.id for lead in leads}
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LeadRow)
-    stmt = ins.on_conflict_do_nothing(
+    stmt = db.insert_ignoring(
+        session,
+        LeadRow,
         index_elements=["destination", "idempotency_key"],
         index_where=LeadRow.idempotency_key.is_not(None),
     )
     found = session.scalars(stmt.returning(LeadRow.id), rows).all()
     return set(found)
-
-
-def _bulk_insert(
-    session: Session,
-    model: type[LeadRow] | type[DeliveryRow] | type[AttemptResultRow],
-    rows: list[dict[str, Any]],
-) -> None:
-    """
-    Insert many rows with no conflict to handle. On PostgreSQL this is COPY
-    (about ten times the rows per second of a pipelined INSERT), on the
-    session's own connection and so in its transaction.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(model), rows)
-        return
-    columns = list(rows[0])
-    table_name = model.__tablename__
-    json_columns = {"payload", "data", "request", "errors"} & set(columns)
-    raw = session.connection().connection.dbapi_connection
-    if not isinstance(raw, psycopg.Connection):
-        session.execute(insert(model), rows)
-        return
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table_name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    )
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(
-                [
-                    json.dumps(row[c], ensure_ascii=False) if c in json_columns else row[c]
-                    for c in columns
-                ]
-            )
 
 
 def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime) -> None:
@@ -229,7 +197,7 @@ def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime
                     literal({}, type_=DeliveryRow.__table__.c.data.type),
                     LeadRow.created_at,
                     LeadRow.created_at,
-                ).where(_among(session, LeadRow.id, single)),
+                ).where(db.any_of(session, LeadRow.id, single)),
             )
         )
     # staged leads, and a single delivery due later (its first stage's pause): one row each
@@ -252,14 +220,7 @@ def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime
         for stage in (range(1, lead.stages + 1) if lead.stages > 1 else [0])
     ]
     if staged:
-        _bulk_insert(session, DeliveryRow, staged)
-
-
-def _among(session: Session, column: Any, values: list[str]) -> Any:
-    """`column IN values`; on PostgreSQL one array parameter (= ANY) instead of one per value."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == func.any(literal(values, type_=postgresql.ARRAY(String)))
-    return column.in_(values)
+        db.bulk_insert(session, DeliveryRow, staged)
 
 
 def record_refusal(
@@ -324,8 +285,7 @@ def claim_due(
     (`keep_state`) leaves their state and only takes the lease.
     """
     claimed: list[Delivery] = []
-    # `in_doubt` as it stands (SQLite: `in_doubt = 1`), so both dialects match the index's WHERE
-    for doubt in (DeliveryRow.in_doubt, ~DeliveryRow.in_doubt):
+    for doubt in (db.flag_is(DeliveryRow.in_doubt, True), db.flag_is(DeliveryRow.in_doubt, False)):
         if len(claimed) < limit:
             due = _due(destination, states, now, doubt, limit - len(claimed))
             claimed += _lease(session, due, now, lease, owner, keep_state)
@@ -336,7 +296,7 @@ def _due(
     destination: str, states: Iterable[LeadState], now: datetime, doubt: Any, limit: int
 ) -> Any:
     """The ids of up to `limit` due, unleased deliveries matching `doubt`, oldest due first."""
-    return (
+    query = (
         select(DeliveryRow.id)
         .where(
             doubt,
@@ -347,65 +307,47 @@ def _due(
         )
         .order_by(DeliveryRow.due_at, DeliveryRow.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    return db.skip_locked(query)
 
 
 def _lease(
     session: Session, due: Any, now: datetime, lease: timedelta, owner: str, keep_state: bool
 ) -> list[Delivery]:
     """Lease the rows `due` selects; the deliveries with their leads' payloads, by id."""
-    if session.get_bind().dialect.name == "sqlite":
-        # SQLite's RETURNING sees only the updated table: the payloads are a second read
-        rows = session.execute(
-            update(DeliveryRow)
-            .where(DeliveryRow.id.in_(due.scalar_subquery()))
-            .values(
-                state=DeliveryRow.state if keep_state else LeadState.SENDING,
-                lease_until=now + lease,
-                lease_owner=owner,
-                updated_at=now,
-            )
-            .returning(*_DELIVERY_COLUMNS)
-            .execution_options(synchronize_session=False)
-        ).all()
-        leads = {
-            r.id: (r.payload, r.created_at)
-            for r in session.execute(
-                select(LeadRow.id, LeadRow.payload, LeadRow.created_at).where(
-                    LeadRow.id.in_({r.lead_id for r in rows})
-                )
-            )
-        }
-        return sorted((_delivery(r, *leads[r.lead_id]) for r in rows), key=lambda d: d.id)
-    claimed = session.execute(
+    rows = db.update_returning_joined(
+        session,
         update(DeliveryRow)
-        .where(DeliveryRow.id.in_(due.scalar_subquery()), DeliveryRow.lead_id == LeadRow.id)
+        .where(DeliveryRow.id.in_(due.scalar_subquery()))
         .values(
             state=DeliveryRow.state if keep_state else LeadState.SENDING,
             lease_until=now + lease,
             lease_owner=owner,
             updated_at=now,
         )
-        # UPDATE … FROM leads: the payloads come back with the claim, in one round trip
-        .returning(*_DELIVERY_COLUMNS, LeadRow.payload, LeadRow.created_at.label("lead_created_at"))
-        .execution_options(synchronize_session=False)
-    ).all()
-    return sorted((_delivery(r, r.payload, r.lead_created_at) for r in claimed), key=lambda d: d.id)
+        .execution_options(synchronize_session=False),
+        _DELIVERY_COLUMNS,
+        join=(DeliveryRow.lead_id, LeadRow.id),
+        joined=(LeadRow.payload, LeadRow.created_at.label("lead_created_at")),
+    )
+    return sorted(
+        (_delivery(r, r["payload"], r["lead_created_at"]) for r in rows), key=lambda d: d.id
+    )
 
 
-def _delivery(row: Any, payload: dict[str, Any], created_at: datetime) -> Delivery:
+def _delivery(row: Mapping[str, Any], payload: dict[str, Any], created_at: datetime) -> Delivery:
+    """The value a claim hands out, from `_DELIVERY_COLUMNS` and its lead's payload."""
     return Delivery(
-        id=row.id,
-        lead_id=row.lead_id,
+        id=row["id"],
+        lead_id=row["lead_id"],
         payload=payload,
-        attempt=row.attempts + 1,
+        attempt=row["attempts"] + 1,
         created_at=created_at,
-        stage=row.stage,
-        external_id=row.external_id,
-        in_doubt=row.in_doubt,
-        data=row.data or {},
-        state=LeadState(row.state),
+        stage=row["stage"],
+        external_id=row["external_id"],
+        in_doubt=row["in_doubt"],
+        data=row["data"] or {},
+        state=LeadState(row["state"]),
     )
 
 
@@ -499,7 +441,7 @@ def record_attempt(
     session.add(row)
     session.flush()
     if results:
-        _bulk_insert(
+        db.bulk_insert(
             session,
             AttemptResultRow,
             [
@@ -758,7 +700,7 @@ def lease_waiting(
         return None
     lead = session.get(LeadRow, row.lead_id)
     assert lead is not None  # noqa: S101 - the foreign key guarantees it
-    return row.destination, _delivery(row, lead.payload, lead.created_at), row.due_at
+    return row.destination, _delivery(dict(row._mapping), lead.payload, lead.created_at), row.due_at
 
 
 def unlease(session: Session, owner: str, ids: Sequence[int], now: datetime) -> int:

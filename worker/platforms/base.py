@@ -4,7 +4,7 @@ The adapter contract: what the delivery loop needs from a platform.
 An adapter is pure, like httpx's `_build_redirect_request`: lead payloads in,
 an `httpx.Request` out; an `httpx.Response` in, outcome values out. It opens
 no socket, reads no clock it is not given, touches no Redis and no SQL. All
-I/O, retries and limits live once in `worker.delivery`.
+I/O, retries and limits live once in `worker.delivery.loop`.
 
 The hooks with a default here are optional: a platform overrides what it has.
 """
@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from worker.config import DestinationConfig
 from worker.errors import FieldError, LeadInvalid, PlatformContractError
-from worker.leads import Delivery, LeadState, Platform
+from worker.leads import Delivery, LeadState
 from worker.outcomes import (
     Answer,
     Failed,
@@ -34,6 +34,8 @@ from worker.outcomes import (
     Narrowed,
     NotSeen,
     PollAnswer,
+    Settlement,
+    Suspended,
     Throttled,
 )
 
@@ -72,6 +74,39 @@ class FetchFailure:
     passing: bool
 
 
+@runtime_checkable
+class TakesCodes(Protocol):
+    """
+    An adapter whose platform holds an application until the user's SMS code
+    comes (Admitad's banks). `worker.delivery.confirm` runs the exchange; the
+    adapter decides whether a lead takes a code, and what the answer means.
+    """
+
+    def code_deadline(self, waiting: Delivery, due_at: datetime | None) -> datetime | None:
+        """When the lead's code stops counting; None when it waits for no code."""
+        ...
+
+    def code_refusal(self, waiting: Delivery, deadline: datetime | None, now: datetime) -> str:
+        """Why the lead takes no code now; empty when it does."""
+        ...
+
+    def build_confirm(self, application_id: str, code: str, dest: Any) -> httpx.Request:
+        """The request that sends the code."""
+        ...
+
+    def parse_confirm(
+        self, response: httpx.Response, dest: Any
+    ) -> LeadOutcome | Failed | Suspended | Throttled:
+        """What the platform said of the code."""
+        ...
+
+    def after_confirm(
+        self, waiting: Delivery, outcome: object, deadline: datetime, now: datetime
+    ) -> Settlement:
+        """The lead after the platform's answer (or the failure to get one)."""
+        ...
+
+
 class Adapter(ABC, Generic[D]):
     """
     Base of every platform adapter.
@@ -80,7 +115,9 @@ class Adapter(ABC, Generic[D]):
     `build_request` and `parse_response`.
     """
 
-    platform: ClassVar[Platform]
+    #: the platform's name: its key in `worker.platforms.REGISTRY`, and the `Literal`
+    #: of its destination model's `platform` (`register` checks that they agree)
+    platform: ClassVar[str]
     #: the model of this platform's destination table
     config_model: ClassVar[type[DestinationConfig]]
     #: True when sending a lead twice cannot make a second lead at the platform

@@ -55,7 +55,7 @@ from pydantic.alias_generators import to_camel
 
 from worker.config import DestinationConfig
 from worker.errors import PlatformContractError
-from worker.leads import Delivery, LeadState, Platform
+from worker.leads import Delivery, LeadState
 from worker.outcomes import (
     Answer,
     Delivered,
@@ -94,7 +94,7 @@ PARAMS_OF: dict[str, str] = {
 class CalltouchDestination(DestinationConfig):
     """One Calltouch project (SiteId) and the token that may write to it."""
 
-    platform: Literal[Platform.CALLTOUCH]
+    platform: Literal["calltouch"]
     site_id: str = Field(pattern=r"^[0-9]+$")
     access_token: SecretStr
     batch_size: int = Field(default=MAX_BATCH, ge=1, le=MAX_BATCH)
@@ -320,7 +320,7 @@ class CalltouchLead(_Wire):
 class CalltouchAdapter(Adapter[CalltouchDestination]):
     """Pure adapter for Calltouch's custom fields on leads."""
 
-    platform = Platform.CALLTOUCH
+    platform = "calltouch"
     config_model = CalltouchDestination
     deduplicates = True
 

@@ -52,7 +52,7 @@ from pydantic import (
 
 from worker.config import DestinationConfig
 from worker.errors import PlatformContractError
-from worker.leads import Delivery, Platform
+from worker.leads import Delivery
 from worker.outcomes import (
     Answer,
     Delivered,
@@ -80,7 +80,7 @@ WHOLE_REQUEST_REFUSALS = (400, 422)
 class KuperDestination(DestinationConfig):
     """A Kuper partner account."""
 
-    platform: Literal[Platform.KUPER]
+    platform: Literal["kuper"]
     username: str = Field(min_length=1)
     password: SecretStr
     batch_size: int = Field(default=50, ge=1, le=MAX_BATCH)
@@ -136,7 +136,7 @@ class KuperLead(BaseModel):
 class KuperAdapter(Adapter[KuperDestination]):
     """Pure adapter for Kuper's batch import."""
 
-    platform = Platform.KUPER
+    platform = "kuper"
     config_model = KuperDestination
     #: a per-source setting at Kuper: `deduplicates_for` reads the destination's
     deduplicates = False

@@ -97,7 +97,7 @@ from pydantic import (
 
 from worker.config import DestinationConfig
 from worker.errors import PlatformContractError
-from worker.leads import Delivery, LeadState, Platform
+from worker.leads import Delivery, LeadState
 from worker.outcomes import (
     Answer,
     Delivered,
@@ -160,7 +160,7 @@ class SalesmanDestination(DestinationConfig):
     SalesMan has no limiter of its own, and every add e-mails a manager.
     """
 
-    platform: Literal[Platform.SALESMAN]
+    platform: Literal["salesman"]
     login: str = Field(min_length=1)
     api_key: SecretStr
     rate: float = Field(default=1.0, gt=0)
@@ -409,7 +409,7 @@ def held(delivery: Delivery, why: str) -> Rejected:
 class SalesmanAdapter(Adapter[SalesmanDestination]):
     """Pure adapter for SalesMan CRM's `leads` method."""
 
-    platform = Platform.SALESMAN
+    platform = "salesman"
     config_model = SalesmanDestination
     deduplicates = False
     reconciles = True

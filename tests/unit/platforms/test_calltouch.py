@@ -11,6 +11,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from sandbox import calltouch as calltouch_sandbox
 from worker.errors import LeadInvalid
 from worker.leads import Delivery, LeadState
 from worker.outcomes import Delivered, Failed, LeadOutcome, Rejected, Retry, Suspended, Throttled
@@ -20,7 +21,6 @@ from worker.platforms.calltouch import (
     CalltouchAdapter,
     CalltouchDestination,
 )
-from worker.sandbox import calltouch as calltouch_sandbox
 
 ADAPTER = CalltouchAdapter()
 DEST = CalltouchDestination(

@@ -11,9 +11,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from worker.delivery import LOOKUP_PAGES as DELIVERY_LOOKUP_PAGES
+from worker.delivery.checks import LOOKUP_PAGES as DELIVERY_LOOKUP_PAGES
 from worker.errors import LeadInvalid, PlatformContractError
 from worker.leads import Delivery, LeadState
+from worker.ops.redact import redact_request
 from worker.outcomes import (
     Delivered,
     Failed,
@@ -35,7 +36,6 @@ from worker.platforms.salesman import (
     info_request,
     marker,
 )
-from worker.redact import redact_request
 
 ADAPTER = SalesmanAdapter()
 KEY = "APIKEY123"

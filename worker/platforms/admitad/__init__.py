@@ -1,5 +1,6 @@
-"""Admitad broker applications: the adapter, its auth flow, campaigns notation and field rules."""
+"""Admitad broker applications: adapter, destination, auth, campaigns, rules, staging, SMS codes."""
 
-from worker.platforms.admitad.adapter import AdmitadAdapter, AdmitadDestination
+from worker.platforms.admitad.adapter import AdmitadAdapter
+from worker.platforms.admitad.destination import AdmitadDestination
 
 __all__ = ["AdmitadAdapter", "AdmitadDestination"]

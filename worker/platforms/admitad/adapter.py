@@ -23,7 +23,7 @@ every program in errors[]  Rejected with their messages
 
 Staging runs on our side by default (`staging = "client"`): stage N of the
 normalised `campaigns` is its own delivery and its own application, sent when
-`worker.staging` says the stage before it is decided, as ONE group
+`worker.platforms.admitad.staging` says the stage before it is decided, as ONE group
 (`[[17809, 16126]]`: bare ids, `[17809, 16126]`, would be one stage each).
 Stage 1 waits its own pause too. `staging = "server"` hands Admitad the whole
 algorithm in one create and follows its `responses`.
@@ -46,15 +46,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-from pydantic import Field, PositiveInt, SecretStr, field_validator
 
-from worker import staging
-from worker.config import DestinationConfig
 from worker.errors import FieldError, LeadInvalid, PlatformContractError
-from worker.leads import Delivery, LeadState, Platform
+from worker.leads import Delivery, LeadState
 from worker.outcomes import (
     Answer,
     Delivered,
@@ -66,13 +63,15 @@ from worker.outcomes import (
     PollAnswer,
     Rejected,
     Retry,
+    Settlement,
     StatusUpdate,
     Suspended,
     Throttled,
 )
 from worker.platforms.admitad import campaigns as notation
-from worker.platforms.admitad import rules
+from worker.platforms.admitad import rules, sms, staging
 from worker.platforms.admitad.auth import RENEWABLE, AdmitadAuth, error_code
+from worker.platforms.admitad.destination import AdmitadDestination
 from worker.platforms.base import (
     Adapter,
     FetchFailure,
@@ -99,52 +98,11 @@ REFUSED_STATES = frozenset(
     {LeadState.REJECTED, LeadState.DEAD, LeadState.EXPIRED, LeadState.ERROR, LeadState.UNMATCHED}
 )
 
-SubidField = Literal["subid", "subid1", "subid2", "subid3", "subid4"]
-
-
-class AdmitadDestination(DestinationConfig):
-    """An Admitad website (`w_id`) and the OAuth2 application that sends to it."""
-
-    platform: Literal[Platform.ADMITAD]
-    #: the website's id, `w_id` in every applications URL
-    website_id: int = Field(gt=0)
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr
-    #: "client": our ledger runs the stages; "server": Admitad runs the whole algorithm
-    staging: Literal["client", "server"] = "client"
-    #: the statuses that count as the advertiser taking an application (for staging)
-    accepted_statuses: frozenset[str] = frozenset({"waiting", "approved"})
-    #: where the relay's marker goes, to find an application whose answer was lost;
-    #: a lead that sets this field itself is refused at the door
-    subid_field: SubidField = "subid4"
-    #: sends a lead waits for a program's campaign_settings before that program is dropped
-    settings_attempts: PositiveInt = 3
-    #: the first look at an undecided stage; each later look waits twice as long,
-    #: up to poll_interval
-    first_look: timedelta = timedelta(seconds=5)
-    #: send every application with test_mode=1: Admitad answers without creating one
-    test_mode: bool = False
-    #: 600 requests a minute per application, Admitad's own limit
-    rate: float = Field(default=10.0, gt=0)
-    #: how long a bank waits for the user's SMS code before the application expires
-    code_ttl: timedelta = timedelta(minutes=15)
-    #: how long a program's campaign_settings are trusted in the shared cache
-    settings_ttl: timedelta = timedelta(hours=1)
-    #: how long one minute of a stage's `pause` lasts (a minute; shorter in tests and demos)
-    pause_minute: timedelta = timedelta(minutes=1)
-
-    @field_validator("batch_size")
-    @classmethod
-    def _one_per_request(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError("Admitad takes one application per request: batch_size must be 1")
-        return value
-
 
 class AdmitadAdapter(Adapter[AdmitadDestination]):
     """Pure adapter for Admitad's broker applications."""
 
-    platform = Platform.ADMITAD
+    platform = "admitad"
     config_model = AdmitadDestination
     deduplicates = False
     poll_batch = POLL_PAGE * POLL_PAGES
@@ -265,7 +223,7 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
         data: Mapping[str, Any],
         now: datetime,
     ) -> datetime | None:
-        """`worker.staging` on the stage this delivery carried; None for server staging."""
+        """`staging.next_stage_due` on the stage this delivery carried; None for server staging."""
         if dest.staging == "server" or delivery.stage <= 0:
             return None
         stages = notation.from_payload(delivery.payload.get("campaigns", []))
@@ -493,6 +451,20 @@ class AdmitadAdapter(Adapter[AdmitadDestination]):
             return Delivered(detail="test mode: no application created")
         return Failed("sync_create answered without an application_id", in_doubt=True)
 
+    def code_deadline(self, waiting: Delivery, due_at: datetime | None) -> datetime | None:
+        """When the lead's code stops counting (`sms.code_deadline`)."""
+        return sms.code_deadline(waiting, due_at)
+
+    def code_refusal(self, waiting: Delivery, deadline: datetime | None, now: datetime) -> str:
+        """Why the lead takes no code now (`sms.code_refusal`)."""
+        return sms.code_refusal(waiting, deadline, now)
+
+    def after_confirm(
+        self, waiting: Delivery, outcome: object, deadline: datetime, now: datetime
+    ) -> Settlement:
+        """The lead after the bank's answer (`sms.after_confirm`)."""
+        return sms.after_confirm(waiting, outcome, deadline, now)
+
     def build_confirm(
         self, application_id: str, code: str, dest: AdmitadDestination
     ) -> httpx.Request:
@@ -607,7 +579,7 @@ def _verdict(
     """
     The verdict on the stage this delivery carried: refused when it settled
     without reaching any program; otherwise from each program's answer
-    (`worker.staging.decide`): a response, an entry in `errors[]`, or dropped.
+    (`worker.platforms.admitad.staging.decide`): a response, an entry in `errors[]`, or dropped.
     """
     if state in REFUSED_STATES:
         return "refused"

@@ -35,7 +35,7 @@ from worker.keys import admitad_token_key as token_key
 from worker.platforms.base import KeyValueCache, basic_auth
 
 if TYPE_CHECKING:
-    from worker.platforms.admitad.adapter import AdmitadDestination
+    from worker.platforms.admitad.destination import AdmitadDestination
 
 TOKEN_PATH = "/token/"  # noqa: S105 - a URL path, not a password
 #: `manage_broker_application` to create and confirm; `broker_application` to list and

@@ -31,7 +31,7 @@ from worker.errors import FieldError, LeadInvalid, PlatformContractError
 from worker.keys import admitad_settings_key
 
 if TYPE_CHECKING:
-    from worker.platforms.admitad.adapter import AdmitadDestination
+    from worker.platforms.admitad.destination import AdmitadDestination
 
 Kind = Literal["string", "date", "decimal", "integer"]
 

@@ -59,7 +59,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from worker.sandbox.common import SandboxState, build_app
+from sandbox.common import SandboxState, build_app
 
 IMPORT_PATH = "/partner-candidate/v2/leads/import"
 MAX_LEADS = 300

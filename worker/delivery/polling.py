@@ -10,19 +10,18 @@ the destination's limiter, like a send; a lead past `poll_horizon` ends
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from worker import delivery as loop
 from worker import ledger
 from worker.config import DestinationConfig
-from worker.context import WorkerContext
+from worker.delivery import settle
+from worker.delivery.context import WorkerContext
+from worker.delivery.exchange import Exchange, Turn, call, read, record
 from worker.leads import FINAL_STATES, POLL_STATES, Delivery, LeadState
 from worker.outcomes import NotSeen, PollAnswer, Settlement, StatusUpdate
-from worker.platforms import adapter_for
 from worker.platforms.base import Adapter
 
 log = logging.getLogger("leadrelay.polling")
@@ -33,16 +32,16 @@ ALONE_PER_PASS = 20
 MAX_PAGES = 50
 
 
-def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int | None = None) -> Counter[str]:
+def poll(ctx: WorkerContext, destination: str, *, limit: int | None = None) -> Counter[str]:
     """
     One polling pass over a destination's due deliveries (at most `limit`, by
     default as many as the adapter reads in one pass); returns counts by new
     state, and `next_stage_now` when a decided stage made the next one due now.
     """
-    adapter = adapter_for(dest)
+    turn = Turn.at(ctx, destination)
+    dest, adapter = turn.dest, turn.adapter
     limit = adapter.poll_batch if limit is None else limit
     now = ctx.clock()
-    owner = uuid.uuid4().hex
     with ctx.sessions.begin() as session:
         batch = ledger.claim_due(
             session,
@@ -50,7 +49,7 @@ def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int | None = Non
             limit=limit,
             now=now,
             lease=dest.lease,
-            owner=owner,
+            owner=turn.owner,
             states=POLL_STATES,
             keep_state=True,
         )
@@ -59,36 +58,24 @@ def poll(ctx: WorkerContext, dest: DestinationConfig, *, limit: int | None = Non
     expired = [d for d in batch if _expired(d, dest, now)]
     live = [d for d in batch if d not in expired]
     settlements = [_expire(d, dest, now) for d in expired]
-    asked: list[tuple[loop.Exchange, set[int]]] = []
+    asked: list[tuple[Exchange, set[int]]] = []
     if live:
-        updates = _ask(ctx, dest, adapter, live, asked)
+        updates = _ask(turn, live, asked)
         settlements += [
             _after_look(adapter, d, u, dest, now) for d, u in zip(live, updates, strict=True)
         ]
+    by_id = {d.id: d for d in batch}
     with ctx.sessions.begin() as session:
-        ledger.settle(session, owner, settlements, now)
-        for exchange, about in asked:
-            loop._record(
-                ctx,
-                session,
-                dest,
-                "poll",
-                exchange,
-                [
-                    (s.delivery_id, s.outcome, s.detail)
-                    for s in settlements
-                    if s.outcome and s.delivery_id in about
-                ],
-            )
-        by_id = {d.id: d for d in batch}
-        released = loop.advance_stages(
-            session,
-            adapter,
-            dest,
-            [by_id[s.delivery_id] for s in settlements],
-            settlements,
-            now,
+        released = settle.write(
+            turn, session, [by_id[s.delivery_id] for s in settlements], settlements, now
         )
+        for exchange, about in asked:
+            results = [
+                (s.delivery_id, s.outcome, s.detail)
+                for s in settlements
+                if s.outcome and s.delivery_id in about
+            ]
+            record(turn, session, exchange, results)
     counts = Counter(str(s.state) for s in settlements)
     if released:
         counts["next_stage_now"] = released
@@ -153,11 +140,9 @@ Look = PollAnswer | _Unasked
 
 
 def _ask(
-    ctx: WorkerContext,
-    dest: DestinationConfig,
-    adapter: Adapter[Any],
+    turn: Turn,
     batch: Sequence[Delivery],
-    asked: list[tuple[loop.Exchange, set[int]]],
+    asked: list[tuple[Exchange, set[int]]],
 ) -> list[Look]:
     """
     What the platform says of each delivery. One request for the batch, then
@@ -167,10 +152,10 @@ def _ask(
     exchange is appended to `asked` with the deliveries it was about. A
     delivery no answer covered stays NotSeen; one whose request failed, UNASKED.
     """
-    answers = _ask_once(ctx, dest, adapter, batch, asked) or [UNASKED] * len(batch)
+    answers = _ask_once(turn, batch, asked) or [UNASKED] * len(batch)
     page = 1
     while page < MAX_PAGES and len(unseen := _unseen(answers, paging=True)) > 1:
-        more = _ask_once(ctx, dest, adapter, [batch[i] for i in unseen], asked, page=page)
+        more = _ask_once(turn, [batch[i] for i in unseen], asked, page=page)
         if more is None:
             break
         for i, answer in zip(unseen, more, strict=True):
@@ -178,7 +163,7 @@ def _ask(
         page += 1
     if len(batch) > 1:
         for i in _unseen(answers)[:ALONE_PER_PASS]:
-            alone = _ask_once(ctx, dest, adapter, [batch[i]], asked)
+            alone = _ask_once(turn, [batch[i]], asked)
             answers[i] = alone[0] if alone is not None else UNASKED
     return answers
 
@@ -189,11 +174,9 @@ def _unseen(answers: Sequence[Look], *, paging: bool = False) -> list[int]:
 
 
 def _ask_once(
-    ctx: WorkerContext,
-    dest: DestinationConfig,
-    adapter: Adapter[Any],
+    turn: Turn,
     batch: Sequence[Delivery],
-    asked: list[tuple[loop.Exchange, set[int]]],
+    asked: list[tuple[Exchange, set[int]]],
     *,
     page: int = 0,
 ) -> list[Look] | None:
@@ -203,22 +186,15 @@ def _ask_once(
     has no such page.
     """
     nothing: list[Look] = [UNASKED] * len(batch)
-    request = adapter.build_poll(batch, dest, ctx.clock(), page)
+    request = turn.adapter.build_poll(batch, turn.dest, turn.now(), page)
     if request is None:
         return None if page else nothing
-    exchange = loop.send_when_allowed(ctx, dest, adapter, request)
-    if exchange is None:
+    exchange = call(turn, request, kind="poll")
+    if not isinstance(exchange, Exchange):
         return nothing
     asked.append((exchange, {d.id for d in batch}))
-    if exchange.response is None:
-        return nothing
-    try:
-        answer = adapter.parse_poll(exchange.response, batch, dest)
-    except Exception:  # an answer we cannot read is a look without news, never a dead task
-        log.exception(
-            "unreadable poll answer", extra={"event": "poll.unreadable", "destination": dest.name}
-        )
-        return nothing
+    answer = read(exchange, lambda r: turn.adapter.parse_poll(r, batch, turn.dest))
+    # an answer we cannot read, or none, is a look without news, never a dead task
     if not isinstance(answer, Sequence) or len(answer) != len(batch):
         return nothing
     return list(answer)

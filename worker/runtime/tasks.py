@@ -20,10 +20,12 @@ from typing import Any
 
 from celery.worker.request import Request
 
-from worker import context, delivery, intake, ledger, polling
-from worker.app import app
+from worker import intake, ledger
 from worker.config import queue_name
-from worker.redact import redact_value
+from worker.delivery import context, polling
+from worker.delivery import loop as delivery
+from worker.ops.redact import redact_value
+from worker.runtime.app import app
 
 log = logging.getLogger("leadrelay.tasks")
 
@@ -70,7 +72,7 @@ def deliver(destination: str) -> dict[str, Any]:
 def poll(destination: str) -> dict[str, int]:
     """Ask the platform about leads it decides later; settle the decided ones."""
     ctx = context.current()
-    counts = polling.poll(ctx, ctx.settings.destination(destination))
+    counts = polling.poll(ctx, destination)
     if counts.get("next_stage_now"):
         wake(destination)  # a stage was decided and the next one goes without a pause
     return dict(counts)

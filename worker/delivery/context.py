@@ -3,7 +3,7 @@ Per-process resources, opened when a worker process starts and closed when it st
 
 One pooled `httpx.Client`, one engine and sessionmaker, one Redis client and
 the limiter built on it. Functions take the context they are given; only
-`worker.app`, the CLI and tests open one.
+`worker.runtime.app`, the CLI and tests open one.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.delivery.limiter import Limiter, MemoryCache, MemoryLimiter, RedisCache, RedisLimiter
 from worker.ledger.db import make_engine, make_sessionmaker
-from worker.limiter import Limiter, MemoryCache, MemoryLimiter, RedisCache, RedisLimiter
 from worker.platforms.base import KeyValueCache
 from worker.settings import Settings, secret_values
 
@@ -95,7 +95,7 @@ def open(settings: Settings) -> WorkerContext:
     """Open this process's context (Celery's worker_process_init)."""
     global _current
     if _current is None:
-        from worker import logs
+        from worker.ops import logs
 
         logs.configure(settings.log_level, settings.log_format, secret_values(settings))
         _current = build(settings)

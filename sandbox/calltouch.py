@@ -89,7 +89,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from worker.sandbox.common import SandboxState, SlidingWindow, build_app
+from sandbox.common import SandboxState, SlidingWindow, build_app
 
 #: the one path the document gives ("POST: https://api.calltouch.ru/lead-service/...")
 ADD_PATH = "/lead-service/v1/api/customfield/lead/add"

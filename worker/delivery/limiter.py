@@ -109,7 +109,7 @@ class RedisLimiter:
 
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self.redis = client
-        scripts = resources.files("worker")
+        scripts = resources.files("worker.delivery")
         self._acquire = client.register_script(scripts.joinpath("limiter.lua").read_text("utf-8"))
         self._release = client.register_script(
             scripts.joinpath("limiter_release.lua").read_text("utf-8")

@@ -93,7 +93,7 @@ def install() -> None:
     """
     Make `redis://` and `rediss://` brokers use this transport, in this process.
     Before any connection is made (kombu caches what an alias resolved to):
-    `worker.app` calls it as it is imported.
+    `worker.runtime.app` calls it as it is imported.
     """
     for scheme in SCHEMES:
         kombu_transport.TRANSPORT_ALIASES[scheme] = TRANSPORT

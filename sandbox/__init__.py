@@ -1,10 +1,14 @@
 """
-Strict emulators of the four platforms, served over real sockets on 127.0.0.1.
+Strict emulators of the platforms, served over real sockets on 127.0.0.1.
 
-Each emulator is an ASGI app (`worker.sandbox.kuper.create_app()` …) that
+Each emulator is an ASGI app (`sandbox.kuper.create_app()` …) that
 checks requests as strictly as the platform's documentation: auth, types,
 limits, error bodies, 429s. Tests and `leadrelay demo` talk to them exactly
 as they would talk to the platform; they are never wired in unless asked.
+
+The emulator of platform `x` is the module `sandbox.x`, found by that name
+(`leadrelay sandbox` serves one for each platform the relay has), and its
+`create_app()` defaults are the emulator's own documented credentials.
 
 `serve(app)` runs one in a background thread (uvicorn) on a free port and
 yields its base URL, the way httpx's own tests serve uvicorn.

@@ -54,7 +54,7 @@ Exceptions, from Admitad's general API rather than this document:
   `error_code` 0, scope lacking → 403 `error_code` 2; then an unknown website
   is a 404; 600 requests a minute per application, then 503 `error_code` 4.
 
-Control, beside `worker.sandbox.common`'s: `POST /__sandbox__/admitad/expire`
+Control, beside `sandbox.common`'s: `POST /__sandbox__/admitad/expire`
 expires every token. Each request is logged with its path and status; tokens
 never are.
 """
@@ -77,7 +77,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from worker.sandbox.common import CONTROL, SandboxState, SlidingWindow, build_app
+from sandbox.common import CONTROL, SandboxState, SlidingWindow, build_app
 
 # ---------------------------------------------------------------------- the document's tables
 

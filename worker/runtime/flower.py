@@ -11,14 +11,14 @@ revoke tasks and shut workers down, so the app refuses to start Flower unless
 How the refusal is wired: Flower resolves its options (environment, command
 line, config file) first and only then builds its web app, which reads the
 Celery app's configuration for the first time. That first read fires Celery's
-`on_configure` signal, where `worker.app` calls `check_auth`. So the check sees
+`on_configure` signal, where `worker.runtime.app` calls `check_auth`. So the check sees
 the credentials Flower will really use, whichever way they were given, and a
-refusal (`ConfigError`, turned into exit status 2 by `worker.app`) happens
+refusal (`ConfigError`, turned into exit status 2 by `worker.runtime.app`) happens
 before Flower opens a socket. Any other process (worker, beat, `inspect`, the
 CLI) passes straight through.
 
 Personal data: task arguments are ids (a destination's name) except those of
-`leadrelay.submit`, which carry a raw lead; `worker.tasks.RedactedRequest`
+`leadrelay.submit`, which carry a raw lead; `worker.runtime.tasks.RedactedRequest`
 masks those in every worker event, and Flower builds its task pages and API
 from those events, so it never holds a phone, a name or a passport.
 """
@@ -88,7 +88,7 @@ def check_auth(argv: Sequence[str], environ: Mapping[str, str]) -> None:
     """
     Refuse to serve Flower without basic auth, unless told it is a local run.
 
-    Called from `worker.app` when Celery first reads its configuration; does
+    Called from `worker.runtime.app` when Celery first reads its configuration; does
     nothing in any process other than Flower. Raises ConfigError naming the
     variable to set.
     """

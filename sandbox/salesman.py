@@ -35,7 +35,7 @@ Exceptions, real behaviour the document does not show:
 The CRM's calendar is Moscow time (UTC+3), as a Russian CRM's server usually
 is: a record's `datum` (YYYY-MM-DD) may be a day ahead of the UTC date.
 
-Controls, beside the common ones of `worker.sandbox.common`:
+Controls, beside the common ones of `sandbox.common`:
 
 * `POST /__sandbox__/salesman/status {"id", "status", "rezult"}`: a manager
   moves a record along (status 0–3, rezult 1–4 or "").
@@ -64,7 +64,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from worker.sandbox.common import CONTROL, SandboxState, build_app
+from sandbox.common import CONTROL, SandboxState, build_app
 
 LEADS_PATH = "/developer/v1/leads"
 PAGE = 200

@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from worker import broker
+from worker.runtime import broker
 
 # kombu's Redis transport, with a worker-killing defect on reconnect worked around
 broker.install()
@@ -33,7 +33,7 @@ INTAKE_QUEUE = "leadrelay.intake"
 
 def celery_config(settings: Any) -> dict[str, Any]:
     """Celery's settings, from ours. A pure function: tests read it."""
-    from worker.beat import schedule
+    from worker.runtime.beat import schedule
 
     queues = [Queue(CONTROL_QUEUE), Queue(INTAKE_QUEUE)]
     queues += [Queue(dest.queue) for dest in settings.destinations.values()]
@@ -62,7 +62,7 @@ def celery_config(settings: Any) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "beat_schedule": schedule(settings),
         "timezone": "UTC",
-        "imports": ["worker.tasks"],
+        "imports": ["worker.runtime.tasks"],
     }
 
 
@@ -81,7 +81,7 @@ def _configure(sender: Celery, **_: Any) -> None:
     import sys
 
     from worker.errors import ConfigError
-    from worker.flower import check_auth
+    from worker.runtime.flower import check_auth
     from worker.settings import get_settings
 
     try:
@@ -102,7 +102,7 @@ def _redact_celery_logs(logger: Any, **_: Any) -> None:
     Celery's own handlers (the main process's, beat's) get the redaction filter too:
     the consumer logs the whole body of a message it refuses, a lead's among them.
     """
-    from worker.logs import add_redaction
+    from worker.ops.logs import add_redaction
     from worker.settings import get_settings, secret_values
 
     secrets = secret_values(_explicit[0] if _explicit else get_settings())
@@ -112,7 +112,7 @@ def _redact_celery_logs(logger: Any, **_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _open_context(**_: Any) -> None:
-    from worker import context
+    from worker.delivery import context
     from worker.settings import get_settings
 
     context.open(get_settings())
@@ -120,7 +120,7 @@ def _open_context(**_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _close_context(**_: Any) -> None:
-    from worker import context
+    from worker.delivery import context
 
     context.close()
 
@@ -130,8 +130,8 @@ def _start_metrics(**_: Any) -> None:
     """Main process, before the pool forks: clear PROMETHEUS_MULTIPROC_DIR, serve /metrics."""
     import sys
 
-    from worker import metrics
     from worker.errors import ConfigError
+    from worker.ops import metrics
 
     try:
         metrics.start_from_env()

@@ -1,0 +1,1 @@
+"""The operations side: metrics (`metrics.py`), logs (`logs.py`), redaction (`redact.py`)."""
