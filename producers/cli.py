@@ -41,11 +41,33 @@ app = typer.Typer(
     help="Deliver leads to lead platforms; see where each one stands.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 admitad_app = typer.Typer(help="Admitad: SMS-verified applications.", no_args_is_help=True)
 app.add_typer(admitad_app, name="admitad")
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"leadrelay {version('leadrelay')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Deliver leads to lead platforms; see where each one stands."""
+
 
 # soft_wrap: a line a script greps (file:line: field: rule) is never folded
 out = Console(soft_wrap=True, highlight=False)

@@ -239,3 +239,15 @@ def test_metrics_serves_the_backlog_per_destination_and_state(
         server.wait(10)
     assert 'leadrelay_backlog{destination="kuper-cli",state="queued"} 4.0' in text
     assert 'leadrelay_oldest_due_seconds{destination="kuper-cli"}' in text
+
+
+def test_version_and_short_help(run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    from importlib.metadata import version
+
+    shown = run_cli("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"leadrelay {version('leadrelay')}"
+    for args in (["-h"], ["stats", "-h"], ["db", "-h"]):
+        helped = run_cli(*args)
+        assert helped.returncode == 0, (args, helped.stderr)
+        assert "Usage:" in helped.stdout and args[0].strip("-h") in helped.stdout
+        assert not helped.stderr
