@@ -16,8 +16,39 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    SecretStr,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from worker.errors import ConfigError
+
+
+class UnsetSecret(SecretStr):
+    """
+    A secret whose environment variable this process does not have.
+
+    A producer reads the whole destinations file but sends to no platform, so it
+    needs no platform's secret: the setting is kept as this placeholder, and only
+    reading its value (to send) is an error naming the setting and the variable.
+    """
+
+    def __init__(self, where: str, variable: str) -> None:
+        super().__init__("")
+        self.where = where
+        self.variable = variable
+
+    def __repr__(self) -> str:
+        return f"UnsetSecret(${{{self.variable}}})"
+
+    def error(self) -> ConfigError:
+        return ConfigError(
+            self.where, f"names ${{{self.variable}}}, which is not set in the environment"
+        )
+
+    def get_secret_value(self) -> str:
+        raise self.error()
 
 
 class DestinationConfig(BaseModel):
@@ -62,6 +93,11 @@ class DestinationConfig(BaseModel):
     poll_interval: PositiveFloat = 60.0
     #: stop asking after this long since the lead was accepted; it ends `expired`
     poll_horizon: timedelta = timedelta(days=30)
+    #: a Celery task of the upstream app told each time a lead settles here (one JSON
+    #: dict argument, no personal data); None: nobody is told
+    notify_task: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+    #: the queue that task listens on; required with `notify_task`
+    notify_queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
 
     @field_validator("base_url")
     @classmethod
@@ -69,6 +105,18 @@ class DestinationConfig(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _notify_pair(self) -> DestinationConfig:
+        if (self.notify_task is None) != (self.notify_queue is None):
+            missing = "notify_queue" if self.notify_queue is None else "notify_task"
+            raise PydanticCustomError("notify_pair", f"{missing}: required with the other notify_*")
+        return self
+
+    def unset_secrets(self) -> list[ConfigError]:
+        """One error per secret whose environment variable is not set (none: ready to send)."""
+        values = (getattr(self, name) for name in type(self).model_fields)
+        return [v.error() for v in values if isinstance(v, UnsetSecret)]
 
     @property
     def queue(self) -> str:

@@ -9,17 +9,18 @@ once it is committed; a refused one is never stored as a lead.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import ledger
-from worker.delivery.context import WorkerContext
 from worker.errors import FieldError, LeadInvalid, UnknownDestination
+from worker.ledger.db import make_engine, make_sessionmaker
 from worker.platforms import adapter_for
 from worker.settings import Settings
 
@@ -49,6 +50,42 @@ class Submission:
 
     lead: Any
     idempotency_key: str | None = None
+
+
+class Ledgered(Protocol):
+    """What taking leads in needs: settings, the ledger and a clock (a worker context has more)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class IntakeContext:
+    """
+    A producer's resources: the ledger only. No HTTP client, no limiter, no Redis
+    client: a process that takes leads in never talks to a platform.
+    """
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Callable[[], datetime] = utcnow
+
+    @classmethod
+    def open(cls, settings: Settings) -> IntakeContext:
+        engine = make_engine(settings.database_url)
+        return cls(settings, engine, make_sessionmaker(engine))
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
 def new_lead_id() -> str:
@@ -117,7 +154,7 @@ def _is_utf8(text: str) -> bool:
 
 
 def accept(
-    ctx: WorkerContext,
+    ctx: Ledgered,
     destination: str,
     submissions: Sequence[Submission],
     *,
@@ -214,7 +251,7 @@ def _results(
 
 
 def accept_one(
-    ctx: WorkerContext,
+    ctx: Ledgered,
     destination: Any,
     lead: Any,
     *,
@@ -236,7 +273,7 @@ def accept_one(
         return refuse_message(ctx, "destination", str(exc)[:300], source=source)
 
 
-def refuse_message(ctx: WorkerContext, field: str, rule: str, *, source: str) -> Accepted:
+def refuse_message(ctx: Ledgered, field: str, rule: str, *, source: str) -> Accepted:
     """Record a message refused before any destination's rules could judge it."""
     with ctx.sessions.begin() as session:
         refusal = ledger.record_refusal(

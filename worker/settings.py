@@ -13,7 +13,11 @@ environment; the destinations come from the TOML file `LEADRELAY_CONFIG`
     rate = 5
 
 A missing or wrong setting raises ConfigError naming the key
-(`destinations.kuper-main.password`), at start-up, never mid-delivery.
+(`destinations.kuper-main.password`), at start-up, never mid-delivery. One
+exception, so that a producer needs no platform's secret: a secret setting
+that names an environment variable this process lacks is kept as
+`UnsetSecret`; sending with it is the error, and a worker checks the secrets
+of the destinations it serves as it starts.
 """
 
 from __future__ import annotations
@@ -22,19 +26,23 @@ import functools
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.config import DestinationConfig
+from worker.config import DestinationConfig, UnsetSecret
 from worker.errors import ConfigError, UnknownDestination
 from worker.platforms import REGISTRY
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: what a secret whose variable is unset is validated as, before UnsetSecret replaces it
+_PLACEHOLDER = "unset"
 
 
 class Settings(BaseSettings):
@@ -56,14 +64,22 @@ class Settings(BaseSettings):
     max_inline_wait: float = 2.0
     #: how often beat sweeps due deliveries and expired leases, seconds
     sweep_every: float = 5.0
-    #: log level of the service's own loggers
+    #: log level of the service's own loggers: DEBUG, INFO, WARNING, ERROR or CRITICAL
     log_level: str = "INFO"
     #: log format: "json" (one event per line) or "text" (for a terminal)
-    log_format: str = "json"
+    log_format: Literal["json", "text"] = "json"
     #: keep delivered leads' personal data this long, days (`leadrelay purge`)
     retention_days: int = 90
 
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @property
     def limiter_url(self) -> str:
@@ -105,15 +121,54 @@ def parse_destinations(tables: Mapping[str, Any]) -> dict[str, DestinationConfig
         where = f"destinations.{name}"
         if not isinstance(table, Mapping):
             raise ConfigError(where, "must be a table")
-        values = {**interpolate(table, where), "name": name}
-        model = destination_model(values.get("platform"), f"{where}.platform")
+        platform = interpolate(table.get("platform"), f"{where}.platform")
+        model = destination_model(platform, f"{where}.platform")
+        values, unset = _resolve(model, table, where)
         try:
-            out[name] = model.model_validate(values)
+            dest = model.model_validate({**values, "name": name})
         except ValidationError as exc:
             err = exc.errors(include_input=False, include_url=False)[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"{where}.{loc}" if loc else where, err["msg"]) from None
+        out[name] = dest.model_copy(update=unset) if unset else dest
     return out
+
+
+def _resolve(
+    model: type[DestinationConfig], table: Mapping[str, Any], where: str
+) -> tuple[dict[str, Any], dict[str, UnsetSecret]]:
+    """The table with `${VAR}` replaced; a secret whose variable is unset is set aside."""
+    secrets = _secret_fields(model)
+    values: dict[str, Any] = {}
+    unset: dict[str, UnsetSecret] = {}
+    for key, raw in table.items():
+        at = f"{where}.{key}"
+        missing = _unset_variable(raw) if key in secrets else None
+        if missing is not None:
+            unset[key] = UnsetSecret(at, missing)
+            values[key] = _PLACEHOLDER
+        else:
+            values[key] = interpolate(raw, at)
+    return values, unset
+
+
+def _secret_fields(model: type[DestinationConfig]) -> set[str]:
+    """The fields typed SecretStr (or SecretStr | None)."""
+    out = set()
+    for name, info in model.model_fields.items():
+        kinds = typing.get_args(info.annotation) or (info.annotation,)
+        if any(isinstance(k, type) and issubclass(k, SecretStr) for k in kinds):
+            out.add(name)
+    return out
+
+
+def _unset_variable(value: Any) -> str | None:
+    """The first `${VAR}` in `value` that the environment lacks, if any."""
+    if isinstance(value, str):
+        for match in _ENV_REF.finditer(value):
+            if match.group(1) not in os.environ:
+                return match.group(1)
+    return None
 
 
 def destination_model(platform: Any, where: str) -> type[DestinationConfig]:
@@ -126,10 +181,17 @@ def destination_model(platform: Any, where: str) -> type[DestinationConfig]:
     return REGISTRY[platform].config_model
 
 
-def load_file(path: Path) -> dict[str, DestinationConfig]:
-    """Read the destinations file; a missing file means no destinations."""
+def load_file(path: Path, *, named: bool = False) -> dict[str, DestinationConfig]:
+    """
+    Read the destinations file. The default file may be missing (no destinations
+    yet); a file named by LEADRELAY_CONFIG must exist.
+    """
     if not path.exists():
+        if named:
+            raise ConfigError("LEADRELAY_CONFIG", f"names {path}, which does not exist")
         return {}
+    if not path.is_file():
+        raise ConfigError("LEADRELAY_CONFIG", f"names {path}, which is not a file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -147,9 +209,10 @@ def load(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors(include_input=False, include_url=False)[0]
         key = "LEADRELAY_" + "_".join(str(p) for p in err["loc"]).upper()
-        raise ConfigError(key, err["msg"]) from None
+        raise ConfigError(key, err["msg"].removeprefix("Value error, ")) from None
     if "destinations" not in overrides:
-        settings.destinations = load_file(settings.config)
+        named = "config" in settings.model_fields_set
+        settings.destinations = load_file(settings.config, named=named)
     return settings
 
 
@@ -161,12 +224,10 @@ def get_settings() -> Settings:
 
 def secret_values(settings: Settings) -> list[str]:
     """Every configured secret, for the redaction filters (never printed)."""
-    from pydantic import SecretStr
-
     out = []
     for dest in settings.destinations.values():
         for name in type(dest).model_fields:
             value = getattr(dest, name)
-            if isinstance(value, SecretStr):
+            if isinstance(value, SecretStr) and not isinstance(value, UnsetSecret):
                 out.append(value.get_secret_value())
     return [s for s in out if s]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
@@ -34,15 +39,38 @@ def test_ours_logs_the_failed_restore_and_carries_on(
     assert "unacknowledged message(s) could be put back" in caplog.text
 
 
-def test_a_redis_broker_url_gets_our_transport_and_keeps_its_scheme() -> None:
-    """Celery and Flower (which reads the scheme back to show queue lengths) both see redis."""
-    from worker.runtime.app import app
+WORKER_STARTS = """
+import json
+from worker.runtime import broker
+from worker.runtime.app import app, _worker_starts
+before = type(app.connection_for_read("redis://127.0.0.1:6379/0").transport)
+_worker_starts(options={"queues": ["leadrelay"]})  # what `celery worker` sends as it starts
+redis = app.connection_for_read("redis://127.0.0.1:6379/0")
+amqp = app.connection_for_read("amqp://guest@127.0.0.1//")
+print(json.dumps({
+    "before": before is broker.Transport,
+    "after": isinstance(redis.transport, broker.Transport),
+    "scheme": redis.as_uri(),
+    "amqp": isinstance(amqp.transport, broker.Transport),
+}))
+"""
 
-    connection = app.connection_for_read("redis://127.0.0.1:6379/0")
-    assert isinstance(connection.transport, broker.Transport)
-    assert connection.as_uri().startswith("redis://")
-    amqp = app.connection_for_read("amqp://guest@127.0.0.1//")
-    assert not isinstance(amqp.transport, broker.Transport)
+
+def test_a_starting_worker_gets_our_transport_and_the_url_keeps_its_scheme() -> None:
+    """
+    Only `celery worker` installs it (Celery's celeryd_init); Flower, which reads the
+    scheme back to show queue lengths, still sees redis.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADRELAY_")}
+    run = subprocess.run(
+        [sys.executable, "-c", WORKER_STARTS], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["before"] is False  # importing the app changes nothing
+    assert seen["after"] is True
+    assert seen["scheme"].startswith("redis://")
+    assert seen["amqp"] is False
 
 
 def ack_after_the_connection_is_gone(url: str, transport: type) -> None:
@@ -53,7 +81,14 @@ def ack_after_the_connection_is_gone(url: str, transport: type) -> None:
     message = queue.get(timeout=5)
     conn._do_close_transport()  # the consumer dropped the broken connection
     queue.channel._disconnect_pools()  # and the channel its pools
-    message.ack()
+    try:
+        message.ack()
+    finally:
+        # kombu's own transport keeps the message it failed to acknowledge, and would try
+        # to put it back through the closed connection again at interpreter exit (a
+        # traceback after the test summary): this channel is done, so close it without that
+        queue.channel.qos.restore_at_shutdown = False
+        queue.channel.close()
 
 
 def test_kombus_own_transport_dies_acknowledging_through_a_closed_connection(

@@ -29,10 +29,69 @@ def test_env_references_are_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dest.password.get_secret_value() == "from-env"  # type: ignore[attr-defined]
 
 
-def test_a_missing_env_reference_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_secret_whose_variable_is_unset_fails_only_when_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A producer reads the file without the secret; sending with it names the key."""
     monkeypatch.delenv("NOPE_NOT_SET", raising=False)
+    dest = parse_destinations({"k": {**KUPER, "password": "${NOPE_NOT_SET}"}})["k"]
+    [problem] = dest.unset_secrets()
+    assert str(problem) == (
+        "destinations.k.password: names ${NOPE_NOT_SET}, which is not set in the environment"
+    )
     with pytest.raises(ConfigError, match=r"destinations\.k\.password: names \$\{NOPE_NOT_SET\}"):
-        parse_destinations({"k": {**KUPER, "password": "${NOPE_NOT_SET}"}})
+        dest.password.get_secret_value()  # type: ignore[attr-defined]
+    assert "NOPE" in repr(dest) and "unset" not in str(dest.password)
+
+
+def test_a_missing_variable_outside_a_secret_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NOPE_URL", raising=False)
+    with pytest.raises(ConfigError, match=r"destinations\.k\.base_url: names \$\{NOPE_URL\}"):
+        parse_destinations({"k": {**KUPER, "base_url": "${NOPE_URL}"}})
+
+
+def test_a_set_secret_has_nothing_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUPER_PW", "from-env")
+    assert (
+        parse_destinations({"k": {**KUPER, "password": "${KUPER_PW}"}})["k"].unset_secrets() == []
+    )
+
+
+def test_a_named_config_file_that_is_missing_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEADRELAY_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError) as info:
+        load()
+    assert (
+        str(info.value) == f"LEADRELAY_CONFIG: names {tmp_path / 'nope.toml'}, which does not exist"
+    )
+    monkeypatch.delenv("LEADRELAY_CONFIG")
+    monkeypatch.chdir(tmp_path)
+    assert load().destinations == {}  # the default file may be missing: no destinations yet
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LEADRELAY_LOG_LEVEL", "verbose", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("LEADRELAY_LOG_FORMAT", "jsno", "Input should be 'json' or 'text'"),
+    ],
+)
+def test_log_settings_are_checked_at_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load(destinations={})
+    assert str(info.value) == f"{variable}: {message}"
+
+
+def test_a_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADRELAY_LOG_LEVEL", "warning")
+    assert load(destinations={}).log_level == "WARNING"
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    EmailStr,
     Field,
     PlainValidator,
     SecretStr,
@@ -153,7 +154,8 @@ def _custom_value(value: Any) -> str | int | float:
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Phone = Annotated[str, AfterValidator(_phone)]
-Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+#: email-validator's syntax rules (pydantic's EmailStr; deliverability, a DNS lookup, is off)
+Email = EmailStr
 Md5 = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{32}$", to_lower=True)]
 Id = Annotated[StrictInt, Field(gt=0)]
 CustomValue = Annotated[str | int | float, PlainValidator(_custom_value)]

@@ -21,8 +21,6 @@ from kombu import Queue
 
 from worker.runtime import broker
 
-# kombu's Redis transport, with a worker-killing defect on reconnect worked around
-broker.install()
 app = Celery("leadrelay")
 
 #: the queue of beat's periodic jobs and of raw intake messages
@@ -93,6 +91,40 @@ def _configure(sender: Celery, **_: Any) -> None:
         sys.stderr.write(f"leadrelay: configuration: {exc}\n")
         raise SystemExit(2) from exc
     sender.conf.update(celery_config(settings))
+
+
+@signals.celeryd_init.connect
+def _worker_starts(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """
+    `celery worker` only, before it connects. kombu's Redis transport gets its
+    reconnect fix here, not at import: a process that only publishes (a producer,
+    a host app with its own Celery app beside ours) keeps kombu's own transport.
+    Then the destinations this worker serves must have their secrets.
+    """
+    import sys
+
+    from worker.settings import get_settings
+
+    broker.install()
+    settings = _explicit[0] if _explicit else get_settings()
+    unset = [
+        error
+        for dest in served(settings, (options or {}).get("queues"))
+        for error in dest.unset_secrets()
+    ]
+    for error in unset:
+        sys.stderr.write(f"leadrelay: configuration: {error}\n")
+    if unset:
+        raise SystemExit(2)
+
+
+def served(settings: Any, queues: Any) -> list[Any]:
+    """The destinations a worker consuming `queues` (`-Q`; none: every queue) sends to."""
+    names = queues.split(",") if isinstance(queues, str) else list(queues or [])
+    dests = settings.destinations.values()
+    if not names:
+        return list(dests)
+    return [dest for dest in dests if dest.queue in names]
 
 
 @signals.after_setup_logger.connect

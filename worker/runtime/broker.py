@@ -91,9 +91,12 @@ SCHEMES = ("redis", "rediss")
 
 def install() -> None:
     """
-    Make `redis://` and `rediss://` brokers use this transport, in this process.
-    Before any connection is made (kombu caches what an alias resolved to):
-    `worker.runtime.app` calls it as it is imported.
+    Make `redis://` and `rediss://` brokers use this transport, in this process:
+    `celery worker` only (`worker.runtime.app` calls it on celeryd_init). A process
+    that only publishes keeps kombu's own transport.
     """
     for scheme in SCHEMES:
         kombu_transport.TRANSPORT_ALIASES[scheme] = TRANSPORT
+        # kombu caches what an alias resolved to; a resolution made before this (none in
+        # a starting worker, but an embedding process may have published) would stick
+        kombu_transport._transport_cache.pop(scheme, None)

@@ -544,3 +544,13 @@ def test_spent_points_suspend_until_the_quota_resets() -> None:
 def test_an_answer_we_cannot_map_fails_without_raising(response: httpx.Response) -> None:
     """Broken JSON, an unknown shape or a wrong count of leads → Failed, never an exception."""
     assert isinstance(ADAPTER.parse_response(response, deliveries(1), DEST), Failed)
+
+
+@pytest.mark.parametrize("address", ["a@b..ru", "a..b@mail.ru", "a@-mail.ru", "name@server"])
+def test_matching_emails_follow_email_validators_rules(address: str) -> None:
+    raw = lead(matching=[{"type": "requestContact", "requestContactParams": {"emails": [address]}}])
+    with pytest.raises(LeadInvalid) as info:
+        ADAPTER.validate(raw)
+    [error] = [e for e in info.value.errors if "emails" in e.field]
+    assert "not a valid email address" in error.rule
+    assert address not in str(info.value)

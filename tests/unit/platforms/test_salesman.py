@@ -726,3 +726,27 @@ def test_the_lookup_always_builds_a_request() -> None:
     """None would tell the loop "no way to look: send again"."""
     for page in range(LOOKUP_PAGES + 2):
         assert ADAPTER.build_lookup(delivery(in_doubt=True), DEST, CREATED, page=page) is not None
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("a@b..ru", "two periods in a row"),
+        ("a..b@mail.ru", "two periods in a row"),
+        ("a@-mail.ru", "hyphen"),
+        ("ivan@localhost", "period"),
+        ("ivan@mail ru", "email address"),
+    ],
+)
+def test_an_email_is_checked_by_email_validators_rules(address: str, why: str) -> None:
+    """email-validator's syntax rules, without DNS; the address itself never in the error."""
+    with pytest.raises(LeadInvalid) as info:
+        ADAPTER.validate({"email": address})
+    [error] = info.value.errors
+    assert error.field == "email" and why in error.rule
+    assert address not in str(info.value)
+
+
+def test_an_international_email_is_accepted_and_its_domain_normalised() -> None:
+    assert ADAPTER.validate({"email": "Иван@Почта.РФ"})["email"] == "Иван@почта.рф"
+    assert ADAPTER.validate({"email": "Ivan.Petrov@Mail.RU"})["email"] == "Ivan.Petrov@mail.ru"
