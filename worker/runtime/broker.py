@@ -99,4 +99,4 @@ def install() -> None:
         kombu_transport.TRANSPORT_ALIASES[scheme] = TRANSPORT
         # kombu caches what an alias resolved to; a resolution made before this (none in
         # a starting worker, but an embedding process may have published) would stick
-        kombu_transport._transport_cache.pop(scheme, None)
+        kombu_transport._transport_cache.pop(scheme, None)  # type: ignore[attr-defined]
