@@ -4,8 +4,9 @@
 A SQLite ledger file, the platforms' sandbox emulators on loopback ports, a
 worker thread per destination running the real delivery loop (with the
 in-process limiter: nothing to install), a few hundred sample leads, a
-progress bar, and a per-destination table at the end. The sandboxes are
-told to answer one 429 each, so the cooldown is seen working too.
+progress bar, and a per-destination table at the end, then the command that
+shows one lead's story from the demo's ledger, to paste as printed. The
+sandboxes are told to answer one 429 each, so the cooldown is seen working too.
 
 The platforms are the worker's registry (`worker.platforms.REGISTRY`); each
 one's scenario (emulator, destination table, sample and bad leads) is `DEMO`
@@ -15,6 +16,9 @@ in `producers.demo_platforms.<platform>`.
 from __future__ import annotations
 
 import random
+import shlex
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -103,11 +107,40 @@ def run(
         console.print(
             f"[bold]lead relay demo[/]: ledger {database}, sandboxes " + ", ".join(urls.values())
         )
-        _submit(ctx, demos, rng, leads, console)
+        first = _submit(ctx, demos, rng, leads, console)
         started = time.monotonic()
         _deliver(ctx, sum(s.total for s in _counts(ctx)), console)
         _summary(ctx, console, time.monotonic() - started)
+        console.print("every attempt is in the ledger; one lead's story:")
+        console.print(f"  {status_command(database, first)}", markup=False, soft_wrap=True)
         return 0 if _all_final(ctx) else 1
+
+
+def leadrelay_command() -> str:
+    """
+    How a shell runs this installation's `leadrelay`: the bare name when PATH
+    finds this one, its script's path when PATH does not (a virtualenv not
+    activated, as in the README's first command), else `python -m producers`.
+    """
+    script = Path(sys.executable).parent / "leadrelay"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m producers"
+    found = shutil.which("leadrelay")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "leadrelay"
+    return shlex.quote(str(script))
+
+
+def status_command(database: Path, lead_id: str | None) -> str:
+    """
+    The command that shows a lead of this demo, to paste as printed: the ledger's
+    URL with the file's absolute path (it works from any directory), this
+    installation's `leadrelay`, and the lead's id (unique, where the demo's
+    idempotency keys repeat across destinations). No lead accepted: the stats.
+    """
+    url = shlex.quote(f"sqlite:///{database.absolute()}")
+    ask = f"status {lead_id}" if lead_id is not None else "stats"
+    return f"LEADRELAY_DATABASE_URL={url} {leadrelay_command()} {ask}"
 
 
 def _submit(
@@ -116,20 +149,21 @@ def _submit(
     rng: random.Random,
     leads: int,
     console: Console,
-) -> int:
+) -> str | None:
+    """Submit the sample leads and the bad ones; returns the first accepted lead's id."""
     producer = Producer(ctx, waker=None)
     per = max(1, leads // max(1, len(demos)))
-    accepted = 0
+    first = None
     for platform, demo in demos.items():
         name = destination(platform)
         subs = [Submission(demo.sample(rng, i), f"demo-{i}") for i in range(per)]
         subs += [Submission(bad) for bad in demo.bad]
         results = producer.submit_many(name, subs, source="demo")
-        accepted += sum(1 for r in results if r.ok)
+        first = first or next((r.lead_id for r in results if r.ok), None)
         for result in results:
             for error in result.errors:
                 console.print(f"  [yellow]refused[/] {name}: {error}")
-    return accepted
+    return first
 
 
 def _deliver(ctx: WorkerContext, total: int, console: Console) -> None:
@@ -220,8 +254,7 @@ def _summary(ctx: WorkerContext, console: Console, elapsed: float) -> None:
     console.print(table)
     console.print(
         "taken: delivered, or approved by the program; refused: the platform said no "
-        "(rejected, declined, unmatched); every attempt is in the ledger: "
-        "`leadrelay status LEAD`."
+        "(rejected, declined, unmatched)."
     )
 
 

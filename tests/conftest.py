@@ -28,7 +28,7 @@ PG_ADMIN = os.environ.get("LEADRELAY_TEST_PG", "postgresql://postgres@127.0.0.1:
 #: one database per test session, so two sessions on one server never drop each other's
 TEST_DB = f"leadrelay_test_{os.getpid()}"
 REDIS_URL = os.environ.get("LEADRELAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
-TABLES = ("attempt_results", "attempts", "deliveries", "leads", "refusals", "pauses")
+TABLES = ("attempt_results", "attempts", "deliveries", "leads", "refusals", "pauses", "outbox")
 
 
 def _pg_url(dbname: str) -> str:

@@ -336,3 +336,27 @@ def test_the_in_doubt_pass_as_claims_write_it_reads_the_partial_index(
         else:
             plan = "\n".join(str(r) for r in s.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
     assert "ix_deliveries_in_doubt_due" in plan, plan
+
+
+def test_a_failed_copy_shows_no_value_of_the_row(ledger_url: str) -> None:
+    """COPY runs past SQLAlchemy's hook: its CONTEXT line would quote the row, phone and all."""
+    import traceback
+
+    import psycopg
+
+    engine = make_engine(ledger_url)
+    row = {
+        "id": "lead-copy-fails",
+        "destination": None,  # NOT NULL: the server refuses the row and quotes it
+        "payload": {"phone": "+7 916 555 77 81"},
+        "source": "test",
+        "created_at": datetime(2026, 12, 1, tzinfo=UTC),
+    }
+    try:
+        with pytest.raises(psycopg.Error) as info, make_sessionmaker(engine).begin() as session:
+            db.bulk_insert(session, LeadRow, [row])
+    finally:
+        engine.dispose()
+    shown = "".join(traceback.format_exception(info.value))
+    assert "null value" in shown and "destination" in shown
+    assert "5557781" not in shown.replace(" ", "") and "COPY leads, line 1" not in shown

@@ -9,11 +9,22 @@ emulators answer 500s, timeouts, 429/503 storms with and without Retry-After,
 connections cut after reading the request (before and after the platform did
 the work), and bodies that are not JSON. Producers keep submitting through it
 all, retrying a failed call with the same idempotency keys, as an app would.
+Beat's jobs run on a control worker of their own, as deployed; the worker
+that is killed serves every queue.
+
+Every destination tells an upstream app of its settlements, and that app's own
+`celery worker` (stock Celery, `tests.system.notify_consumer`) takes the events
+from the same Redis, never restarted. It is paused (SIGSTOP) until the Redis
+restart, so the events published by then wait in Redis for both wipes to take
+them, and it is resumed while Redis is down, to reconnect by itself.
 
 At the end: submitted = delivered + rejected by the platform + refused at the
 door + dead (with a reason) + pending; 0 lost (a lead the ledger calls delivered
 is at its platform); no lead twice at a platform unless the ledger flagged it
-in doubt. The tally is printed.
+in doubt. Every settlement the ledger wrote an event for, and every lead's
+final state, reached the upstream app at least once (the events a wipe took
+from Redis were sent again under the broker's new epoch), and no event names a
+lead's phone. The tally is printed, the events' with it.
 
 Redis and PostgreSQL here are servers of the test's own (a redis-server and a
 PostgreSQL cluster started on free ports), so restarting them touches nothing
@@ -27,7 +38,9 @@ The short form runs in CI. The full form, on demand:
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -65,17 +78,28 @@ from tests.factories import (
     salesman_table,
 )
 from tests.system.conftest import Relay
+from tests.system.notify_consumer import EVENTS_QUEUE
+from tests.system.test_notify_consumer import (
+    EVENT_KEYS,
+    NOTIFY,
+    Received,
+    UpstreamApp,
+    names_a_phone,
+    phone_digits,
+)
 from worker.delivery.context import WorkerContext, build
 from worker.intake import Submission
 from worker.leads import LeadState
 from worker.ledger import migrate
-from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow, LeadRow
+from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow, LeadRow, OutboxRow
 from worker.settings import load, parse_destinations
 
 LEADS = int(os.environ.get("LEADRELAY_CHAOS_LEADS", "600"))
 KILLS = int(os.environ.get("LEADRELAY_CHAOS_KILLS", "3"))
 #: how long the relay gets, once the faults stop, to settle every lead
 SETTLE = float(os.environ.get("LEADRELAY_CHAOS_SETTLE", str(180 + LEADS * 0.06)))
+#: how long the upstream app gets, once every lead settled, to be told the last of them
+TOLD = 60 + LEADS * 0.03
 #: one lead in this many is malformed, to be refused at the door
 BAD_EVERY = 50
 PLATFORMS = ("kuper", "calltouch", "salesman", "admitad")
@@ -261,7 +285,7 @@ def platforms() -> Iterator[Platforms]:
 
 
 def tables(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
-    common = {"timeout": 2, "max_attempts": 12, "retry_initial": 0.3, "retry_max": 2}
+    common = {"timeout": 2, "max_attempts": 12, "retry_initial": 0.3, "retry_max": 2, **NOTIFY}
     return {
         "kuper": kuper_table(urls["kuper"], deduplicate=True, **common),
         "calltouch": calltouch_table(urls["calltouch"], **common),
@@ -401,11 +425,13 @@ def platform_key(platform: str, payload: dict[str, Any]) -> str:
 # --- the test -------------------------------------------------------------------
 
 
-@pytest.mark.timeout(300 + 2 * SETTLE + KILLS * 30)
+@pytest.mark.timeout(300 + 2 * SETTLE + TOLD + KILLS * 30)
 def test_every_lead_is_accounted_for_through_kills_wipes_restarts_and_storms(
     relay_factory: Callable[..., Relay],
     servers: tuple[RedisServer, PostgresServer],
     platforms: Platforms,
+    pg_url: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     red, pg = servers
@@ -414,9 +440,12 @@ def test_every_lead_is_accounted_for_through_kills_wipes_restarts_and_storms(
     ctx = build(
         load(database_url=pg.url, broker_url=red.url, destinations=parse_destinations(destinations))
     )
+    # the upstream app keeps its events in a database of its own, on the main test server
+    app = UpstreamApp.make(red.url, pg_url, tmp_path)
     try:
-        _run_chaos(relay, ctx, red, pg, platforms, capsys)
+        _run_chaos(relay, ctx, red, pg, platforms, app, capsys)
     finally:
+        app.stop()
         ctx.close()
 
 
@@ -426,6 +455,7 @@ def _run_chaos(
     red: RedisServer,
     pg: PostgresServer,
     platforms: Platforms,
+    app: UpstreamApp,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     generation = 0
@@ -436,12 +466,17 @@ def _run_chaos(
         relay.start_worker(f"w{generation}", concurrency=4)
 
     start_worker()
+    # beat's periodic jobs on time, as a deployment runs them: on a worker of their own
+    relay.start_worker("control", concurrency=2, queues="leadrelay")
     relay.start_beat()
+    app.start_consumer()
+    app.pause()  # until the Redis restart: what is published by then waits in Redis for the wipes
     intake = Intake()
     producer = threading.Thread(target=produce, args=(ctx, intake), daemon=True)
     producer.start()
     platforms.order(STORM)
     events: list[str] = []
+    wiped: list[tuple[str, str]] = []  # the events the wipes took from Redis
     started = time.monotonic()
 
     def progress_after(label: str) -> None:
@@ -452,8 +487,11 @@ def _run_chaos(
         except AssertionError as exc:  # what the processes were doing, for the one who reads it
             tails = {n: relay.log(n)[-4000:] for n in (f"w{generation}", "beat")}
             raise AssertionError(f"no progress after the {label}: {exc}\n{tails}") from exc
-        for name in (f"w{generation}", "beat"):
+        for name in (f"w{generation}", "control", "beat"):
             assert relay.procs[name].poll() is None, f"{name} exited after the {label}"
+        assert app.procs["app"].poll() is None, (
+            f"the upstream app's consumer exited after the {label}:\n{app.log('app')[-3000:]}"
+        )
         events.append(f"{label} at {time.monotonic() - started:.0f}s, recovered")
 
     for kill in range(KILLS):
@@ -467,13 +505,23 @@ def _run_chaos(
         events.append(f"SIGKILL worker #{kill + 1} with {in_flight} leads in flight")
         start_worker()
         if kill == 0:
+            waiting = waiting_events(red)
             redis.Redis.from_url(red.url).flushall()
-            events.append("FLUSHALL")
+            wiped += waiting
+            events.append(
+                f"FLUSHALL with {len(waiting)} events waiting for the paused upstream app"
+            )
             progress_after("FLUSHALL")
         elif kill == 1:
-            red.stop()
+            waiting = waiting_events(red)
+            red.stop()  # kept nothing on disk: a wipe too
+            wiped += waiting
+            app.resume()  # it finds the broker gone, and must reconnect by itself
             time.sleep(2)
             red.start()
+            events.append(
+                f"Redis restart with {len(waiting)} events waiting for the paused upstream app"
+            )
             progress_after("Redis restart")
         elif kill == 2:
             pg.restart(down_for=3)
@@ -481,6 +529,7 @@ def _run_chaos(
         platforms.order(STORM)
         time.sleep(2)
 
+    app.resume()  # with fewer than two kills, no Redis restart resumed it
     producer.join(timeout=SETTLE)
     assert intake.done.is_set() and intake.error is None, intake.error
     platforms.calm()
@@ -491,6 +540,7 @@ def _run_chaos(
         SETTLE,
     )
     assert relay.procs["beat"].poll() is None, "beat died"
+    assert relay.procs["control"].poll() is None, "the control worker died"
     assert relay.procs[f"w{generation}"].poll() is None, "the worker died"
     events.append(f"producers' calls failed and retried with the same keys: {intake.retried_calls}")
 
@@ -504,7 +554,15 @@ def _run_chaos(
     payloads = read(ctx, lambda s: {r.id: r.payload for r in s.scalars(select(LeadRow))})
     held = held_at_platforms(platforms, intake.ids)
     tally = _tally(intake, rows, payloads, held)
-    _report(ctx, events, tally, capsys)
+    left = wait_told(ctx, red, app)
+    written = read(
+        ctx,
+        lambda s: [
+            (r.lead_id, r.destination, r.payload["state"]) for r in s.scalars(select(OutboxRow))
+        ],
+    )
+    told = _told(rows, payloads, written, app.received(), left, wiped)
+    _report(ctx, events, [*tally.lines(), *told.lines()], tally.twice, capsys)
     assert tally.lost == [], f"lost: {tally.lost[:10]}"
     assert tally.unflagged_twice == [], f"twice at a platform, unflagged: {tally.unflagged_twice}"
     assert tally.dead_without_reason == []
@@ -516,16 +574,25 @@ def _run_chaos(
         if i % BAD_EVERY == BAD_EVERY - 1
     )
     assert tally.delivered > 0.9 * accepted
+    assert told.untold == [], f"settled, the upstream app never told: {told.untold[:10]}"
+    assert told.wiped_untold == [], f"wiped and never sent again: {told.wiped_untold[:10]}"
+    assert told.misshapen == [], f"not one dict of the documented keys: {told.misshapen[:10]}"
+    assert told.naming_a_phone == [], f"an event names a phone: {told.naming_a_phone[:10]}"
+    assert app.procs["app"].poll() is None, "the upstream app's consumer died"
 
 
 def _report(
-    ctx: WorkerContext, events: list[str], tally: Tally, capsys: pytest.CaptureFixture[str]
+    ctx: WorkerContext,
+    events: list[str],
+    lines: list[str],
+    twice: list[str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with capsys.disabled():
         print()
-        for line in [*events, *tally.lines()]:
+        for line in [*events, *lines]:
             print(f"chaos: {line}")
-        for lead_id in tally.twice[:5]:  # how a lead came to be at a platform twice
+        for lead_id in twice[:5]:  # how a lead came to be at a platform twice
             print(f"chaos: twice {lead_id}: {read(ctx, lambda s, i=lead_id: history(s, i))}")
 
 
@@ -622,4 +689,110 @@ def _tally(
     t.lost += [
         f"{p}:{i} accepted, not in the ledger" for i, p in intake.ids.items() if i not in seen
     ]
+    return t
+
+
+# --- what the upstream app was told ----------------------------------------------------
+
+
+def waiting_events(red: RedisServer) -> list[tuple[str, str]]:
+    """
+    The events waiting for the paused upstream app in Redis, (lead id, state)
+    each: the wipe that follows takes them, and the broker's new epoch must
+    bring them back.
+    """
+    client = redis.Redis.from_url(red.url)
+    waiting = [event_of(raw) for raw in client.lrange(EVENTS_QUEUE, 0, -1)]
+    client.close()
+    return waiting
+
+
+def event_of(raw: bytes) -> tuple[str, str]:
+    """(lead id, state) of an event as kombu keeps it in Redis: JSON, the body base64 JSON."""
+    args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    return args[0]["lead_id"], args[0]["state"]
+
+
+def wait_told(ctx: WorkerContext, red: RedisServer, app: UpstreamApp) -> tuple[int, int]:
+    """
+    Until the outbox has nothing unsent, the app's queue is empty and every
+    lead's final state reached the app, or TOLD has passed (the tally then names
+    what is missing). Returns what was last left: (unsent events, queued messages).
+    """
+    client = redis.Redis.from_url(red.url)
+    deadline = time.monotonic() + TOLD
+    try:
+        while True:
+            unsent = read(
+                ctx, lambda s: s.scalar(select(func.count()).where(OutboxRow.sent_at.is_(None)))
+            )
+            queued = int(client.llen(EVENTS_QUEUE))
+            final = read(
+                ctx, lambda s: set(s.execute(select(DeliveryRow.lead_id, DeliveryRow.state)))
+            )
+            untold = {(lead, str(state)) for lead, state in final} - set(app.received())
+            if (not unsent and not queued and not untold) or time.monotonic() > deadline:
+                return int(unsent or 0), queued
+            time.sleep(0.5)
+    finally:
+        client.close()
+
+
+@dataclass
+class Told:
+    """What the upstream app received, against the settlements the ledger holds."""
+
+    #: events the ledger's outbox wrote (one per settlement into a final state)
+    written: int = 0
+    #: messages the app's task ran for, repeats included
+    received: int = 0
+    #: distinct (lead, state) among them
+    distinct: int = 0
+    #: what was left when waiting stopped: unsent in the outbox, queued in Redis
+    left: tuple[int, int] = (0, 0)
+    #: a settlement (a final state, or an event written) the app never received
+    untold: list[str] = field(default_factory=list)
+    #: events the wipes (FLUSHALL, the Redis restart) took from Redis before the app had them
+    wiped: int = 0
+    #: of those, the ones never received after the wipe
+    wiped_untold: list[str] = field(default_factory=list)
+    #: not one dict argument holding exactly the documented keys
+    misshapen: list[str] = field(default_factory=list)
+    #: an event holding the digits of its lead's phone
+    naming_a_phone: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [
+            f"events: written {self.written}, received {self.received} = {self.distinct} "
+            f"distinct (lead, state) + {self.received - self.distinct} duplicates; "
+            f"never received {len(self.untold)}; unsent {self.left[0]}, queued {self.left[1]}; "
+            f"naming a phone {len(self.naming_a_phone)}, misshapen {len(self.misshapen)}",
+            f"events the wipes took from Redis: {self.wiped}, received after them "
+            f"{self.wiped - len(self.wiped_untold)}",
+        ]
+
+
+def _told(
+    rows: list[tuple[str, str, str, bool, str]],
+    payloads: dict[str, dict[str, Any]],
+    written: list[tuple[str, str, str]],
+    received: dict[tuple[str, str], Received],
+    left: tuple[int, int],
+    wiped: list[tuple[str, str]],
+) -> Told:
+    t = Told(written=len(written), left=left, distinct=len(received), wiped=len(wiped))
+    t.wiped_untold = [f"{lead} {state}" for lead, state in wiped if (lead, state) not in received]
+    t.received = sum(r.times for r in received.values())
+    settlements = {(lead, platform, str(state)) for lead, platform, state, _, _ in rows}
+    settlements |= set(written)
+    t.untold = sorted(
+        f"{platform}:{lead} {state}"
+        for lead, platform, state in settlements
+        if (lead, state) not in received
+    )
+    for (lead, state), r in sorted(received.items()):
+        if set(r.event) != EVENT_KEYS or r.received_by["args"] != ["dict"]:
+            t.misshapen.append(f"{lead} {state}")
+        if names_a_phone(r.event, phone_digits(payloads.get(lead, {}))):
+            t.naming_a_phone.append(f"{lead} {state}")
     return t

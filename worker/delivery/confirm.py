@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from worker import ledger
+from worker.delivery import notify
 from worker.delivery.context import WorkerContext
 from worker.delivery.exchange import Exchange, NoSlot, Turn, call, read, record
 from worker.leads import CODE_STATES, Delivery
@@ -59,7 +60,8 @@ def confirm(ctx: WorkerContext, application_id: str, code: str) -> Confirmation:
     outcome = read(exchange, lambda r: adapter.parse_confirm(r, dest))
     settlement = adapter.after_confirm(waiting, outcome, deadline, turn.now())
     with ctx.sessions.begin() as session:
-        ledger.settle(session, owner, [settlement], turn.now())
+        target = notify.target(dest, ctx.secrets)
+        ledger.settle(session, owner, [settlement], turn.now(), target)
         record(turn, session, exchange, [(waiting.id, "confirm", settlement.detail)])
     return Confirmation(waiting.lead_id, str(settlement.state), settlement.detail)
 

@@ -2,7 +2,9 @@
 Writing back what became of claimed deliveries, in the caller's transaction:
 the settlements, then the next stage of each staged lead whose stage they
 decided. The loop, the lookups and the polls all settle through `write`, so a
-stage decided by any of them releases the next one the same way.
+stage decided by any of them releases the next one the same way, and a
+destination that tells its upstream app of settlements gets its events from
+every one of them, in the same transaction (`worker.delivery.notify`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from worker import ledger
+from worker.delivery import notify
 from worker.delivery.exchange import Turn
 from worker.leads import Delivery
 from worker.outcomes import Settlement
@@ -30,7 +33,8 @@ def write(
     delivery in order; returns how many next stages this made due now (the
     caller wakes the destination for them).
     """
-    ledger.settle(session, turn.owner, settlements, now)
+    target = notify.target(turn.dest, turn.ctx.secrets)
+    ledger.settle(session, turn.owner, settlements, now, target)
     return advance_stages(turn, session, batch, settlements, now)
 
 

@@ -60,8 +60,17 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for the ledger at `url`."""
+    """
+    An engine for the ledger at `url`.
+
+    No error it raises shows a statement's parameters (`hide_parameters`): they
+    hold leads' phones and e-mails, and an error's text reaches tracebacks and
+    logs. For the same reason a PostgreSQL error keeps its primary message only:
+    the server's DETAIL and CONTEXT quote values ("Failing row contains (…)",
+    "parameter $3 = '…'"); code that needs them reads `exc.orig.diag`, which keeps them.
+    """
     url = normalise_url(url)
+    kwargs = {**kwargs, "hide_parameters": True}
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -76,7 +85,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if "poolclass" not in kwargs:
         kwargs = {"pool_size": 5, "max_overflow": 5, **kwargs}
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    keep_primary_message(engine)
+    return engine
+
+
+def keep_primary_message(engine: Engine) -> None:
+    """
+    A PostgreSQL error raised through `engine` keeps its primary message only
+    (see `make_engine`); the async engine's sync core gets the same hook.
+    """
+    from sqlalchemy.engine import ExceptionContext
+
+    @event.listens_for(engine, "handle_error")
+    def _primary_message_only(context: ExceptionContext) -> None:
+        orig = context.original_exception
+        wrapped = context.sqlalchemy_exception
+        if not isinstance(orig, psycopg.Error) or wrapped is None:
+            return
+        primary = primary_message(orig)
+        if primary is None:
+            return
+        # both texts are built before this hook runs: replace them where they are kept
+        kind = type(orig)
+        wrapped.args = (f"({kind.__module__}.{kind.__name__}) {primary}",)
+
+
+def primary_message(exc: psycopg.Error) -> str | None:
+    """Cut a server error to its primary message, in place; returns it (None: none to cut to)."""
+    primary = exc.diag.message_primary
+    if primary:
+        exc.args = (primary,)
+    return primary or None
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -120,14 +160,19 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, An
         sql.Identifier(model.__tablename__),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
     )
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(
-                [
-                    json.dumps(row[c], ensure_ascii=False) if c in json_columns else row[c]
-                    for c in columns
-                ]
-            )
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        json.dumps(row[c], ensure_ascii=False) if c in json_columns else row[c]
+                        for c in columns
+                    ]
+                )
+    except psycopg.Error as exc:
+        # COPY runs past SQLAlchemy and its hook: its CONTEXT quotes the failing row
+        primary_message(exc)
+        raise
 
 
 def any_of(

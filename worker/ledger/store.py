@@ -13,7 +13,9 @@ Writes that matter for "never lose a lead" are single statements:
   workers take disjoint batches without waiting on each other (SQLite has one
   writer at a time, so there the locking clause is left out);
 * settling a batch only touches rows still leased to the claimant (`lease_owner`),
-  so a worker that lost its lease to the sweeper cannot overwrite a newer claim.
+  so a worker that lost its lease to the sweeper cannot overwrite a newer claim;
+* a settlement at a destination that notifies its upstream app writes the
+  events of the rows it really changed in the same transaction (`outbox`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from worker.leads import DUE_STATES, FINAL_STATES, POLL_STATES, Delivery, LeadState
-from worker.ledger import db
+from worker.ledger import db, outbox
+from worker.ledger.outbox import Notify, Settled
 from worker.ledger.tables import (
     AttemptResultRow,
     AttemptRow,
@@ -351,10 +354,23 @@ def _delivery(row: Mapping[str, Any], payload: dict[str, Any], created_at: datet
     )
 
 
-def settle(session: Session, owner: str, settlements: Sequence[Settlement], now: datetime) -> int:
-    """Write each delivery's new state; only rows still leased to `owner` change."""
+def settle(
+    session: Session,
+    owner: str,
+    settlements: Sequence[Settlement],
+    now: datetime,
+    notify: Notify | None = None,
+) -> int:
+    """
+    Write each delivery's new state; only rows still leased to `owner` change.
+    With `notify` (the destination tells its upstream app), each row that moves
+    into a final state gets its event, in this transaction: the rows are read and
+    held first, so the events are those of the rows this update changes.
+    """
     if not settlements:
         return 0
+    final = [s for s in settlements if s.state in FINAL_STATES] if notify else []
+    before = outbox.still_leased(session, owner, [s.delivery_id for s in final])
     stmt = (
         update(DeliveryRow)
         .where(
@@ -400,7 +416,23 @@ def settle(session: Session, owner: str, settlements: Sequence[Settlement], now:
         for s in settlements
     ]
     result = session.connection().execute(stmt, params)
+    if notify is not None:
+        outbox.record(session, notify, _moved(final, before), now)
     return int(result.rowcount or 0)
+
+
+def _moved(final: Sequence[Settlement], before: Mapping[int, tuple[str, str]]) -> list[Settled]:
+    """The settlements into a final state of rows held (`before`) in another state."""
+    return [
+        Settled(
+            lead_id=before[s.delivery_id][0],
+            state=s.state,
+            external_id=s.external_id,
+            detail=s.detail,
+        )
+        for s in final
+        if s.delivery_id in before and before[s.delivery_id][1] != s.state
+    ]
 
 
 def release(
@@ -458,20 +490,26 @@ def record_attempt(
 
 
 def sweep_expired_leases(
-    session: Session, destination: str, *, now: datetime, max_attempts: int
+    session: Session,
+    destination: str,
+    *,
+    now: datetime,
+    max_attempts: int,
+    notify: Notify | None = None,
 ) -> int:
     """
     Deliveries whose worker died mid-request: due again now, flagged in doubt.
 
     The lost try counts as an attempt, so a lead that kills its worker every
-    time ends dead instead of looping.
+    time ends dead instead of looping; with `notify`, each one that ends dead
+    gets its event in this transaction.
     """
     expired = and_(
         DeliveryRow.destination == destination,
         DeliveryRow.state == LeadState.SENDING,
         DeliveryRow.lease_until < now,
     )
-    result = session.execute(
+    stmt = (
         update(DeliveryRow)
         .where(expired)
         .values(
@@ -490,7 +528,20 @@ def sweep_expired_leases(
         )
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if notify is None:
+        return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+    swept = session.execute(
+        stmt.returning(
+            DeliveryRow.lead_id, DeliveryRow.state, DeliveryRow.external_id, DeliveryRow.detail
+        )
+    ).all()
+    dead = [
+        Settled(lead_id=r.lead_id, state=LeadState.DEAD, external_id=r.external_id, detail=r.detail)
+        for r in swept
+        if r.state == LeadState.DEAD
+    ]
+    outbox.record(session, notify, dead, now)
+    return len(swept)
 
 
 def due_counts(session: Session, now: datetime) -> dict[str, int]:

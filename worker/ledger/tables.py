@@ -11,6 +11,9 @@ The ledger's tables, as SQLAlchemy 2 typed ORM classes.
 * `refusals`        intake that failed validation where nobody could be told at once
                     (raw Celery messages), with every field error; never silent
 * `pauses`          destinations stopped by ops or by an auth/quota failure; survive restarts
+* `outbox`          settlement events for upstream apps, written in the settlement's own
+                    transaction and published to Celery afterwards (`worker.delivery.notify`);
+                    sent rows are kept a day, so a wiped broker can be given them again
 
 All times are timezone-aware UTC; SQLite stores them naive, `UTCDateTime` restores the zone.
 """
@@ -77,6 +80,13 @@ class LeadRow(Base):
             "destination",
             "idempotency_key",
             unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
+        # `leadrelay status KEY` without a destination: the key alone, not its suffix
+        Index(
+            "ix_leads_key",
+            "idempotency_key",
             postgresql_where=text("idempotency_key IS NOT NULL"),
             sqlite_where=text("idempotency_key IS NOT NULL"),
         ),
@@ -182,3 +192,45 @@ class PauseRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     since: Mapped[datetime]
     until: Mapped[datetime | None]  # None: until ops resume it
+
+
+class OutboxRow(Base):
+    """
+    One settlement event for an upstream app's Celery task: written with the
+    settlement, published by the flusher, kept a while once sent.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # the flusher's "unsent, oldest first": few rows at any time, so a partial index
+        Index(
+            "ix_outbox_unsent",
+            "id",
+            postgresql_where=text("sent_at IS NULL"),
+            sqlite_where=text("sent_at IS NULL"),
+        ),
+        # sent rows by the broker epoch they went under, then age: the rows to send again
+        # after a wipe (another epoch) and the rows old enough to delete (this epoch, sent_at)
+        Index(
+            "ix_outbox_sent",
+            "sent_epoch",
+            "sent_at",
+            postgresql_where=text("sent_at IS NOT NULL"),
+            sqlite_where=text("sent_at IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # no foreign key: an event is a copy of what it tells, kept and deleted on its own terms
+    lead_id: Mapped[str] = mapped_column(String(32))
+    destination: Mapped[str] = mapped_column(String(63))
+    #: the upstream app's Celery task and queue, as configured when the lead settled
+    task: Mapped[str] = mapped_column(String(200))
+    queue: Mapped[str] = mapped_column(String(200))
+    #: the message's one argument: ids, state, redacted detail, never personal data
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    #: None until published
+    sent_at: Mapped[datetime | None]
+    #: the broker epoch it was published under: a broker that lost it has another one
+    sent_epoch: Mapped[str | None] = mapped_column(String(32))
