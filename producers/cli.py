@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -34,6 +35,7 @@ from worker.delivery.context import WorkerContext, build
 from worker.errors import ConfigError, LeadRelayError
 from worker.leads import LeadState
 from worker.ledger import migrate, reports
+from worker.ops.redact import redact_text
 from worker.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -42,6 +44,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    # a traceback never shows local variables: they hold leads and settings
+    pretty_exceptions_show_locals=False,
 )
 db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -94,9 +98,33 @@ def settings_or_exit() -> Settings:
         raise fail(f"configuration: {exc}") from None
 
 
+def destinations_or_exit(settings: Settings) -> None:
+    """Exit 2, saying where the destinations file is looked for, when it names none."""
+    if settings.destinations:
+        return
+    path = settings.config.absolute()
+    where = f"{path} does not exist" if not path.exists() else f"{path} names none"
+    raise fail(
+        f"no destinations are configured: {where} (LEADRELAY_CONFIG names the file;"
+        " one [destinations.<name>] table each, as in leadrelay.example.toml)"
+    )
+
+
 @contextmanager
-def context() -> Iterator[WorkerContext]:
-    ctx = build(settings_or_exit(), shared=False)
+def context(*, destinations: bool = False) -> Iterator[WorkerContext]:
+    """
+    The command's settings, ledger and clients. Checked first, each once: the
+    settings; the destinations, when the command needs one; the ledger's schema
+    (one read of its version table), so a ledger without one is a message.
+    """
+    settings = settings_or_exit()
+    if destinations:
+        destinations_or_exit(settings)
+    try:
+        migrate.require_current(settings.database_url)
+    except LeadRelayError as exc:
+        raise fail(str(exc)) from None
+    ctx = build(settings, shared=False)
     try:
         yield ctx
     finally:
@@ -107,6 +135,13 @@ def context() -> Iterator[WorkerContext]:
 def db_upgrade(revision: str = "head") -> None:
     """Create or migrate the ledger's tables (run before the first start and after each upgrade)."""
     settings = settings_or_exit()
+    try:
+        state = migrate.schema_state(settings.database_url)
+    except LeadRelayError as exc:
+        raise fail(str(exc)) from None
+    problem = state.problem(settings.database_url)
+    if state.unknown and problem:  # a newer leadrelay's schema: alembic knows no way back
+        raise fail(problem)
     migrate.upgrade(settings.database_url, revision)
     out.print(f"ledger at revision {revision}")
 
@@ -130,7 +165,7 @@ def submit(
     """Submit every lead in FILE to a destination; bad rows are reported by line, field and rule."""
     if fmt not in (None, "jsonl", "csv"):
         raise fail("--format: jsonl or csv")
-    with context() as ctx:
+    with context(destinations=True) as ctx:
         try:
             ctx.settings.destination(to)
         except LeadRelayError as exc:
@@ -177,14 +212,32 @@ def submit(
 
 
 STAT_COLUMNS = ("queued", "sending", "delivered", "rejected", "retry_wait", "dead")
+#: the table's columns, in 80 terminal columns: (header, the row's key)
+TABLE_COLUMNS = (
+    ("queued", "queued"),
+    ("sending", "sending"),
+    ("retry", "retry_wait"),
+    ("delivered", "delivered"),
+    ("rejected", "rejected"),
+    ("dead", "dead"),
+)
 
 
 @app.command()
 def stats(
     as_json: JsonOpt = False,
     watch: Annotated[float | None, typer.Option("--watch", help="Refresh every N seconds.")] = None,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", help="Add the other states and the leads settled per minute and per hour."
+        ),
+    ] = False,
 ) -> None:
-    """Per destination: leads queued, sending, delivered, rejected, waiting to retry, dead."""
+    """
+    Per destination: leads queued, sending, waiting to retry, delivered, rejected,
+    dead; how long the oldest due lead has waited; pauses. --json has every figure.
+    """
     with context() as ctx:
         while True:
             data = _stats(ctx)
@@ -193,7 +246,7 @@ def stats(
             else:
                 if watch:
                     out.clear()
-                out.print(_stats_table(data))
+                _print_stats(data, wide)
             if not watch:
                 return
             time.sleep(watch)
@@ -225,50 +278,95 @@ def _stats(ctx: WorkerContext) -> list[dict[str, Any]]:
     return rows
 
 
-def _stats_table(data: list[dict[str, Any]]) -> Table:
-    table = Table(title="lead relay")
-    table.add_column("destination")
-    for column in (
-        *STAT_COLUMNS,
-        "other",
-        "oldest due",
-        "last min",
-        "last hour",
-        "paused",
-    ):
-        table.add_column(column, justify="right")
+#: the most terminal columns `stats --wide` takes
+WIDE_COLUMNS = 160
+
+
+def compact_table(title: str | None = None) -> Table:
+    """A table with a rule under its header and one space between columns: more fits in 80."""
+    return Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
+def _waited(seconds: float | None) -> str:
+    """How long the oldest due lead has waited, in its largest whole unit: 45s, 12m, 3h, 2d."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _print_stats(data: list[dict[str, Any]], wide: bool) -> None:
+    """
+    The stats table, then a line per destination for what a column would not
+    hold: states beside the six (Admitad's awaiting_status, approved, …) and pauses.
+    Six counts, the wait and the name fit 80 columns; --wide adds the rest.
+    """
+    table = compact_table(title="lead relay")
+    table.add_column("destination", overflow="fold")
+    for header, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("waited", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("other")
+        for header in ("settled/min", "settled/hour"):
+            table.add_column(header, justify="right", no_wrap=True)
+    notes = []
     for row in data:
-        other = ", ".join(f"{k} {v}" for k, v in row["other"].items()) or "0"
-        oldest = f"{row['oldest_due_s']:.0f}s" if row["oldest_due_s"] is not None else "-"
-        paused = f"{row['paused_until']} ({row['paused_why']})" if row["paused_until"] else "-"
-        table.add_row(
-            row["destination"],
-            *(str(row[c]) for c in STAT_COLUMNS),
-            other,
-            oldest,
-            str(row["settled_last_minute"]),
-            str(row["settled_last_hour"]),
-            paused,
+        other = ", ".join(f"{k} {v}" for k, v in row["other"].items())
+        cells = [row["destination"], *(str(row[key]) for _, key in TABLE_COLUMNS)]
+        cells.append(_waited(row["oldest_due_s"]))
+        if wide:
+            cells += [other or "0", str(row["settled_last_minute"]), str(row["settled_last_hour"])]
+        elif other:
+            notes.append(f"{row['destination']}: also {other}")
+        table.add_row(*cells)
+        if row["paused_until"]:
+            until = row["paused_until"]
+            when = "until resumed" if until == "indefinitely" else f"until {until}"
+            notes.append(f"{row['destination']}: paused {when} ({row['paused_why']})")
+    if wide:  # as wide as its columns need, whatever the terminal: a pager or a file takes it
+        Console(highlight=False, width=max(out.width, WIDE_COLUMNS)).print(table)
+    else:
+        out.print(table)
+    out.print("retry: waiting to retry; waited: the oldest due lead, since it fell due")
+    for note in notes:
+        out.print(note, markup=False)
+    if not data:
+        err.print(
+            "nothing to show: no destination is configured and the ledger holds no lead",
+            markup=False,
         )
-    return table
 
 
 @app.command()
 def status(
     lead: Annotated[str, typer.Argument(help="Our lead id, or the producer's idempotency key.")],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="The destination the key was submitted to (a key is per destination)."
+        ),
+    ] = None,
     live: Annotated[
         bool, typer.Option("--live", help="Also ask the platform for its own record (SalesMan).")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Where one lead stands: its deliveries, every attempt, the next due time."""
-    with context() as ctx:
+    with context(destinations=live) as ctx:
+        row = one_lead(ctx, lead, to, "--to", as_json)
         with ctx.sessions() as session:
-            row = reports.find_lead(session, lead)
-            if row is None:
-                raise fail(f"no lead with id or idempotency key {lead!r}", 1)
             report = reports.lead_report(session, row)
         if live:
+            _known(ctx, row.destination)
             report["platform"] = _live(ctx, row.destination, row.id, report)
     if as_json:
         emit(json.dumps(report, ensure_ascii=False))
@@ -304,6 +402,47 @@ def status(
         )
 
 
+def one_lead(
+    ctx: WorkerContext, ref: str, destination: str | None, option: str, as_json: bool
+) -> reports.AcceptedLead:
+    """
+    The lead `ref` names: our id, or an idempotency key, which is unique per
+    destination only. A key several destinations hold is listed (lead id,
+    destination, state) and refused until `option` says which: never a guess.
+    """
+    with ctx.sessions() as session:
+        found = reports.find_leads(session, ref, destination)
+        if not found:
+            scope = f" for destination {destination!r}" if destination else ""
+            raise fail(f"no lead with id or idempotency key {ref!r}{scope}", 1)
+        if len(found) == 1:
+            return found[0]
+        states = reports.lead_states(session, [f.id for f in found])
+    listed = [
+        {
+            "lead_id": f.id,
+            "destination": f.destination,
+            "state": ", ".join(states[f.id]) or "-",
+            "accepted_at": f.accepted_at.isoformat(),
+        }
+        for f in found
+    ]
+    if as_json:
+        emit(json.dumps({"ambiguous": listed}, ensure_ascii=False))
+    else:
+        table = compact_table()
+        for column in ("lead id", "destination", "state"):
+            table.add_column(column, overflow="fold")
+        for item in listed:
+            table.add_row(item["lead_id"], item["destination"], item["state"])
+        out.print(table)
+    more = "at least " if len(found) == reports.KEY_MATCHES else ""
+    raise fail(
+        f"idempotency key {ref!r} names {more}{len(found)} leads, one per destination:"
+        f" add {option} DESTINATION, or give the lead id"
+    )
+
+
 def _when(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -315,10 +454,55 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 
 @app.command()
+def refusals(
+    since: Annotated[str | None, typer.Option(help="At or after (ISO time, UTC).")] = None,
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """
+    Raw leads refused at the door (Celery messages, with nobody to tell at once):
+    when, from where, for which destination and key, and each field and rule
+    broken. The ledger keeps no value of a refused lead, so none is shown.
+    """
+    since_at = _when(since, "--since")
+    if limit < 1:
+        raise fail("--limit: one or more")
+    with context() as ctx:
+        with ctx.sessions() as session:
+            found = reports.refusals(session, since_at, limit, destination)
+        secrets = ctx.secrets
+    for refusal in found:  # rules name no value; masked again all the same, as every report is
+        refusal["errors"] = [
+            {"field": e.get("field", ""), "rule": redact_text(str(e.get("rule", "")), secrets)}
+            for e in refusal["errors"]
+        ]
+    if as_json:
+        emit(json.dumps(found, ensure_ascii=False))
+        return
+    for refusal in found:
+        at = datetime.fromisoformat(refusal["at"]).strftime("%Y-%m-%d %H:%M:%S")
+        key = refusal["idempotency_key"]
+        out.print(
+            f"{at}  {refusal['source']}  {refusal['destination'] or '(no destination)'}"
+            f"  {'key ' + key if key is not None else '(no key)'}",
+            markup=False,
+        )
+        for e in refusal["errors"]:
+            out.print(f"    {e['field']}: {e['rule']}", markup=False)
+    newest = " (the newest; --limit for more)" if len(found) == limit else ""
+    out.print(f"{len(found)} refusal(s){newest}")
+
+
+@app.command()
 def retry(
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
     lead: Annotated[
-        str | None, typer.Option(help="Only this lead (our id or idempotency key).")
+        str | None,
+        typer.Option(
+            help="Only this lead: our id, or an idempotency key (with --destination when"
+            " several destinations hold it)."
+        ),
     ] = None,
     since: Annotated[str | None, typer.Option(help="Settled at or after (ISO time, UTC).")] = None,
     until: Annotated[str | None, typer.Option(help="Settled before (ISO time, UTC).")] = None,
@@ -334,16 +518,12 @@ def retry(
 ) -> None:
     """Put dead (and, when asked, rejected) leads back in their queues, with fresh attempts."""
     states = (LeadState.DEAD, LeadState.REJECTED) if rejected else (LeadState.DEAD,)
-    with context() as ctx:
+    with context(destinations=destination is not None) as ctx:
         if destination is not None:
             _known(ctx, destination)
         lead_id = None
         if lead is not None:
-            with ctx.sessions() as session:
-                row = reports.find_lead(session, lead)
-            if row is None:
-                raise fail(f"no lead with id or idempotency key {lead!r}", 1)
-            lead_id = row.id
+            lead_id = one_lead(ctx, lead, destination, "--destination", as_json).id
         filt = ledger.RequeueFilter(
             states, destination, _when(since, "--since"), _when(until, "--until"), reason, lead_id
         )
@@ -392,7 +572,7 @@ def pause(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop sending to a destination (every worker; survives restarts) until `resume`."""
-    with context() as ctx:
+    with context(destinations=True) as ctx:
         _known(ctx, destination)
         now = ctx.clock()
         until = now + timedelta(minutes=minutes) if minutes else None
@@ -419,7 +599,7 @@ def pause(
 @app.command()
 def resume(destination: str, as_json: JsonOpt = False) -> None:
     """Let a paused destination send again (a pause by ops, an auth or a quota pause)."""
-    with context() as ctx:
+    with context(destinations=True) as ctx:
         _known(ctx, destination)
         with ctx.sessions.begin() as session:
             was = ledger.clear_pause(session, destination)
@@ -503,7 +683,7 @@ def admitad_confirm(
     """Send the user's SMS code for an application a bank holds until it is confirmed."""
     from worker.delivery import confirm as sms
 
-    with context() as ctx:
+    with context(destinations=True) as ctx:
         result = sms.confirm(ctx, application, code)
     if as_json:
         emit(
@@ -549,6 +729,31 @@ def metrics(
     with context() as ctx:
         out.print(f"serving /metrics on {host}:{port}")
         serve(ctx, host, port)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """
+    What is wrong with this relay: config and secrets, the ledger and its schema,
+    Redis, clock skew, queues no worker consumes, beat, pauses, dead leads.
+    Exit 1 when a check fails.
+    """
+    from producers import doctor as checks
+
+    found = checks.run()
+    if as_json:
+        emit(checks.as_json(found))
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+        for check in found:
+            mark = f"[{colours[check.status]}]{check.status.upper():<4}[/]"
+            out.print(f"{mark}  {check.name:<10} ", end="")
+            out.print(check.summary, markup=False)
+            for line in check.details:
+                out.print(f"{'':<17}- ", end="")
+                out.print(line, markup=False)
+    if checks.failed(found):
+        raise typer.Exit(1)
 
 
 @app.command()

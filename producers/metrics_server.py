@@ -7,39 +7,38 @@ import threading
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from worker import ledger
 from worker.delivery.context import WorkerContext
-from worker.ledger import reports
+from worker.ledger import outbox, reports
+from worker.ops import metrics
 
 
 class BacklogCollector(Collector):
-    """Deliveries by destination and state, and the oldest due one's age, read at each scrape."""
+    """The ledger's gauges (`metrics.ledger_families`), read at each scrape."""
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
 
     def collect(self) -> Iterator[Metric]:
-        backlog = GaugeMetricFamily(
-            "leadrelay_backlog",
-            "Deliveries by destination and state.",
-            labels=["destination", "state"],
-        )
-        oldest = GaugeMetricFamily(
-            "leadrelay_oldest_due_seconds",
-            "Age of the oldest due delivery.",
-            labels=["destination"],
-        )
+        now = self.ctx.clock()
         with self.ctx.sessions() as session:
-            stats = reports.stats(session, self.ctx.clock())
-        for name, s in stats.items():
-            for state, n in s.states.items():
-                backlog.add_metric([name, state], n)
-            oldest.add_metric([name], s.oldest_due_s or 0.0)
-        yield backlog
-        yield oldest
+            stats = reports.stats(session, now)
+            pauses = ledger.pauses(session, now)
+            unsent = outbox.unsent_counts(session)
+        readings = {}
+        for name in stats.keys() | pauses.keys() | unsent.keys():
+            found, pause = stats.get(name), pauses.get(name)
+            readings[name] = metrics.LedgerReading(
+                states=found.states if found else {},
+                oldest_due_s=found.oldest_due_s if found else None,
+                paused=pause.kind if pause else None,
+                events_unsent=unsent.get(name, 0),
+            )
+        yield from metrics.ledger_families(self.ctx.settings.destinations.values(), readings)
 
 
 def registry(ctx: WorkerContext) -> CollectorRegistry:

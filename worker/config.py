@@ -8,6 +8,7 @@ and defaults (`worker.platforms.<name>`); `worker.settings` reads the file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import time, timedelta
 
 from pydantic import (
@@ -23,6 +24,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from worker.errors import ConfigError
+
+#: the queue of beat's periodic jobs and of raw intake messages
+CONTROL_QUEUE = "leadrelay"
+#: the queue where apps without our code drop raw leads (`leadrelay.submit`)
+INTAKE_QUEUE = "leadrelay.intake"
+#: the worker group of a destination that names none
+DEFAULT_GROUP = "default"
+#: the worker group that consumes CONTROL_QUEUE and INTAKE_QUEUE (no destination's)
+CONTROL_GROUP = "control"
+#: a worker group's name: it becomes part of a Deployment's name, so DNS-label rules
+GROUP_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 
 
 class UnsetSecret(SecretStr):
@@ -98,6 +110,9 @@ class DestinationConfig(BaseModel):
     notify_task: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
     #: the queue that task listens on; required with `notify_task`
     notify_queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
+    #: the workers that drain this destination: those started with
+    #: LEADRELAY_WORKER_GROUP set to this name (one Deployment per group)
+    worker_group: str = Field(default=DEFAULT_GROUP, pattern=GROUP_PATTERN)
 
     @field_validator("base_url")
     @classmethod
@@ -132,6 +147,16 @@ class DestinationConfig(BaseModel):
     def lease(self) -> timedelta:
         """How long a claim holds: two request timeouts (a lookup, a send) and room to record."""
         return timedelta(seconds=self.timeout * 2 + 5)
+
+
+def group_queues(group: str, destinations: Iterable[DestinationConfig]) -> list[str]:
+    """
+    The queues a worker of `group` consumes: the control group takes beat's
+    jobs and raw intake; any other group, the queues of its destinations.
+    """
+    if group == CONTROL_GROUP:
+        return [CONTROL_QUEUE, INTAKE_QUEUE]
+    return [d.queue for d in destinations if d.worker_group == group]
 
 
 def queue_name(destination: str) -> str:

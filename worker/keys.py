@@ -54,3 +54,12 @@ def admitad_refresh_key(destination: str) -> str:
 def admitad_settings_key(destination: str, c_id: int) -> str:
     """One Admitad program's campaign_settings, cached per destination."""
     return f"{PREFIX}:admitad:settings:{destination}:{c_id}"
+
+
+def beat_key(instance: str) -> str:
+    """One running beat (`host:pid`), refreshed with a short ttl while it ticks."""
+    return f"{PREFIX}:beat:{instance}"
+
+
+#: what `leadrelay doctor` scans to count the beats running
+BEAT_PATTERN = f"{PREFIX}:beat:*"

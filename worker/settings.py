@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.config import DestinationConfig, UnsetSecret
+from worker.config import CONTROL_GROUP, GROUP_PATTERN, DestinationConfig, UnsetSecret
 from worker.errors import ConfigError, UnknownDestination
 from worker.platforms import REGISTRY
 
@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     #: keep delivered leads' personal data this long, days (`leadrelay purge`)
     retention_days: int = 90
+
+    #: the worker group this process serves ("control", or a destination's
+    #: `worker_group`); None: every queue (one worker for everything)
+    worker_group: str | None = Field(default=None, pattern=GROUP_PATTERN)
 
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
 
@@ -213,7 +217,22 @@ def load(**overrides: Any) -> Settings:
     if "destinations" not in overrides:
         named = "config" in settings.model_fields_set
         settings.destinations = load_file(settings.config, named=named)
+    check_group(settings)
     return settings
+
+
+def check_group(settings: Settings) -> None:
+    """A worker group that no destination names would consume nothing: an error at start."""
+    group = settings.worker_group
+    if group is None or group == CONTROL_GROUP:
+        return
+    groups = {d.worker_group for d in settings.destinations.values()}
+    if group not in groups:
+        known = ", ".join(sorted(groups | {CONTROL_GROUP}))
+        raise ConfigError(
+            "LEADRELAY_WORKER_GROUP",
+            f"no destination has worker_group = {group!r} (groups: {known})",
+        )
 
 
 @functools.cache

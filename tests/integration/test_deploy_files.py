@@ -1,15 +1,19 @@
 """
 The deployment files, checked the way the app reads them, since nothing here
-runs them: they parse; every command they run (service commands, health and
-liveness probes) exists in the project; every setting they pass is one the
-app reads; every destination's queue is consumed by exactly one worker group;
-no secret is written in them; Redis keeps what it is given; there is one beat;
-the image runs as an unprivileged user and installs everything the processes
-need from pyproject.toml alone.
+runs them: docker-compose.yml as it is, and every Kubernetes overlay as
+`kubectl kustomize` renders it (test_kustomize.py checks the rendered objects
+against the API's schemas). Every command they run (service commands, health,
+startup, liveness and readiness probes) exists in the project, with options its
+program knows; every setting they pass is one the app reads; every
+destination's queue is consumed by exactly one worker group, as the app itself
+derives a group's queues; no secret is written in them; Redis keeps what it is
+given; there is one beat; the image runs as an unprivileged user and installs
+everything the processes need from pyproject.toml alone.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import shutil
@@ -24,21 +28,35 @@ from typing import Any
 import click
 import pytest
 import yaml
+from celery.bin.beat import beat as beat_command
+from celery.bin.worker import worker as worker_command
+from flower.options import options as flower_options
 from typer.main import get_command
 
 from producers.cli import app as cli_app
+from tests.integration.test_kustomize import (
+    GROUP_VAR,
+    K8S,
+    OVERLAYS,
+    of_kind,
+    pod_spec,
+    rendered,
+    workers,
+)
 from worker.config import queue_name
+from worker.errors import ConfigError
 from worker.ops import metrics
 from worker.platforms import destination_models
-from worker.runtime import flower
-from worker.runtime.app import CONTROL_QUEUE, INTAKE_QUEUE
-from worker.settings import Settings, parse_destinations
+from worker.runtime import flower, heartbeat, probe
+from worker.runtime.app import CONTROL_QUEUE, INTAKE_QUEUE, celery_config
+from worker.settings import Settings, load, parse_destinations
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
-MANIFESTS = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+#: not applied by any overlay: the Secrets the pods read, with placeholders
+SECRET_EXAMPLE = K8S / "base" / "secret.example.yaml"
 #: compose mounts ./leadrelay.toml, a copy of this file
 EXAMPLE_TOML = ROOT / "leadrelay.example.toml"
 
@@ -47,12 +65,18 @@ SETTINGS_VARS = {f"LEADRELAY_{name.upper()}" for name in Settings.model_fields} 
     "LEADRELAY_DESTINATIONS"
 }
 #: variables read outside Settings, each declared by the module that reads it
-PROCESS_VARS = set(flower.ENVIRONMENT) | set(metrics.ENVIRONMENT)
+PROCESS_VARS = set(flower.ENVIRONMENT) | set(metrics.ENVIRONMENT) | set(heartbeat.ENVIRONMENT)
 #: what compose's own PostgreSQL image reads
 POSTGRES_VARS = {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"}
 #: names whose values are secret wherever they appear
 SECRETISH = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY|BASIC_AUTH|DATABASE_URL")
 CELERY_COMMANDS = {"worker", "beat", "flower", "inspect"}
+#: the options each Celery program knows
+CELERY_OPTIONS = {
+    "worker": {o for param in worker_command.params for o in param.opts},
+    "beat": {o for param in beat_command.params for o in param.opts},
+}
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -73,42 +97,44 @@ def relay_services() -> dict[str, dict[str, Any]]:
     }
 
 
-def manifests() -> list[dict[str, Any]]:
-    return [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text("utf-8")) if doc]
+def manifests() -> list[tuple[str, dict[str, Any]]]:
+    """(overlay, object) for every object of every overlay, as `kubectl apply -k` sends it."""
+    return [(overlay, doc) for overlay in OVERLAYS for doc in rendered(overlay)]
 
 
-def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
-    spec = doc.get("spec", {})
-    if doc["kind"] == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
-    pod: dict[str, Any] | None = spec.get("template", {}).get("spec")
-    return pod
-
-
-def workloads() -> list[dict[str, Any]]:
-    return [doc for doc in manifests() if pod_spec(doc) is not None]
+def workloads() -> list[tuple[str, dict[str, Any]]]:
+    return [(overlay, doc) for overlay, doc in manifests() if pod_spec(doc) is not None]
 
 
 def containers() -> Iterator[tuple[str, dict[str, Any]]]:
-    for doc in workloads():
+    for overlay, doc in workloads():
         spec = pod_spec(doc)
         assert spec is not None
         for c in spec.get("containers", []) + spec.get("initContainers", []):
-            yield doc["metadata"]["name"], c
+            yield f"{overlay} {doc['metadata']['name']}", c
 
 
-def config_maps() -> dict[str, dict[str, str]]:
-    return {d["metadata"]["name"]: d["data"] for d in manifests() if d["kind"] == "ConfigMap"}
+def argv(container: dict[str, Any]) -> list[str]:
+    """What a container runs: its command and its args."""
+    return [*container["command"], *container.get("args", [])]
+
+
+def config_maps(docs: list[dict[str, Any]] | None = None) -> dict[str, dict[str, str]]:
+    docs = [doc for _, doc in manifests()] if docs is None else docs
+    return {d["metadata"]["name"]: d["data"] for d in of_kind(docs, "ConfigMap")}
 
 
 def secrets() -> dict[str, dict[str, str]]:
-    return {d["metadata"]["name"]: d["stringData"] for d in manifests() if d["kind"] == "Secret"}
+    docs = yaml.safe_load_all(SECRET_EXAMPLE.read_text("utf-8"))
+    return {d["metadata"]["name"]: d["stringData"] for d in docs if d}
 
 
-def k8s_destinations() -> dict[str, Any]:
-    """The destinations file the ConfigMap mounts at LEADRELAY_CONFIG."""
+def k8s_destinations(overlay: str) -> dict[str, Any]:
+    """The destinations file an overlay's ConfigMap mounts at LEADRELAY_CONFIG."""
     (toml,) = [
-        data["leadrelay.toml"] for data in config_maps().values() if "leadrelay.toml" in data
+        data["leadrelay.toml"]
+        for data in config_maps(rendered(overlay)).values()
+        if "leadrelay.toml" in data
     ]
     tables: dict[str, Any] = tomllib.loads(toml)["destinations"]
     return tables
@@ -124,8 +150,8 @@ def named_vars(tables: dict[str, Any]) -> set[str]:
     return set(ENV_REF.findall(str(tables)))
 
 
-def every_command() -> list[tuple[str, list[str]]]:
-    """(where, argv) of every command the files run: services, health checks, probes."""
+def compose_commands() -> list[tuple[str, list[str]]]:
+    """(where, argv) of every command compose runs: services and health checks."""
     out: list[tuple[str, list[str]]] = []
     for name, svc in relay_services().items():
         out.append((f"compose {name}", svc["command"]))
@@ -133,12 +159,19 @@ def every_command() -> list[tuple[str, list[str]]]:
         if test and test[0] == "CMD-SHELL" and "celery" in test[1]:
             # compose writes a shell's `$` as `$$`
             out.append((f"compose {name} healthcheck", shlex.split(test[1].replace("$$", "$"))))
+    return out
+
+
+def k8s_commands(overlay: str) -> list[tuple[str, list[str]]]:
+    """(where, argv) of every command an overlay's pods run: containers and exec probes."""
+    out: list[tuple[str, list[str]]] = []
     for where, c in containers():
-        out.append((f"k8s {where}", c["command"]))
-        probe = c.get("livenessProbe", {}).get("exec", {}).get("command")
-        if probe:
-            assert probe[:2] == ["sh", "-c"], probe
-            out.append((f"k8s {where} liveness", shlex.split(probe[2])))
+        if where.startswith(f"{overlay} "):
+            out.append((where, argv(c)))
+            for kind in PROBES:
+                command = c.get(kind, {}).get("exec", {}).get("command")
+                if command:
+                    out.append((f"{where} {kind}", command))
     return out
 
 
@@ -150,19 +183,54 @@ def worker_queues(command: list[str]) -> list[str] | None:
     return command[command.index("-Q") + 1].split(",")
 
 
+def group_queues(where: str, group: str | None, tables: dict[str, Any]) -> list[str]:
+    """
+    The queues a worker started with LEADRELAY_WORKER_GROUP=`group` and no -Q
+    consumes, as the app derives them; a group no destination names fails, as
+    the worker would at start.
+    """
+    try:
+        settings = load(worker_group=group, destinations=parse_destinations(tables))
+    except ConfigError as exc:
+        pytest.fail(f"{where}: the worker would stop at start: {exc}")
+    return [queue.name for queue in celery_config(settings)["task_queues"]]
+
+
+def k8s_consumed(overlay: str, tables: dict[str, Any]) -> list[str]:
+    """Every queue the overlay's workers consume, once per worker Deployment consuming it."""
+    consumed: list[str] = []
+    for deployment in workers(rendered(overlay)):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        command = argv(container)
+        assert "-Q" not in command, f"{overlay}: the group decides the queues, not -Q"
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        consumed += group_queues(
+            f"{overlay} {deployment['metadata']['name']}", env.get(GROUP_VAR), tables
+        )
+    return consumed
+
+
 # --- commands ---
 
 
-@pytest.mark.parametrize(
-    ("where", "command"), [pytest.param(w, c, id=w) for w, c in every_command()]
-)
-def test_every_command_exists_in_the_project(where: str, command: list[str]) -> None:
+def check_command(where: str, command: list[str]) -> None:
+    """The program exists in the project, with the subcommands and options it is given."""
+    if command[:2] == ["python", "-m"]:
+        assert importlib.util.find_spec(command[2]) is not None, f"{where}: no module {command[2]}"
+        if command[2] == probe.__name__:
+            assert len(command) == 4 and command[3] in probe.CHECKS, where
+        return
     if command[0] == "celery":
         assert command[1:3] == ["-A", "worker"], where
         assert command[3] in CELERY_COMMANDS, where
         if command[3] == "inspect":
             assert command[4] == "ping", where
             assert "celery@$HOSTNAME" in command, f"{where}: ping this worker, by its default name"
+        for option in (arg.split("=", 1)[0] for arg in command[4:] if arg.startswith("-")):
+            if command[3] == "flower":
+                assert option.removeprefix("--") in flower_options, f"{where}: {option}"
+            elif command[3] in CELERY_OPTIONS:
+                assert option in CELERY_OPTIONS[command[3]], f"{where}: {option}"
         return
     assert command[0] == "leadrelay", where
     group: click.Command = get_command(cli_app)
@@ -174,33 +242,60 @@ def test_every_command_exists_in_the_project(where: str, command: list[str]) -> 
     assert not isinstance(group, click.Group), f"{where}: `{' '.join(command)}` names a group"
 
 
-def test_workers_keep_their_default_name_so_the_liveness_ping_reaches_them() -> None:
-    commands = [c["command"] for _, c in containers()]
-    commands += [svc["command"] for svc in relay_services().values()]
-    for command in commands:
+@pytest.mark.parametrize(
+    ("where", "command"), [pytest.param(w, c, id=w) for w, c in compose_commands()]
+)
+def test_every_compose_command_exists_in_the_project(where: str, command: list[str]) -> None:
+    check_command(where, command)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_k8s_command_exists_in_the_project(overlay: str) -> None:
+    commands = k8s_commands(overlay)
+    assert commands
+    for where, command in commands:
+        check_command(where, command)
+
+
+def test_compose_workers_keep_their_default_name_so_the_health_ping_reaches_them() -> None:
+    for svc in relay_services().values():
+        command = svc["command"]
         if worker_queues(command) is not None:
             assert "-n" not in command and "--hostname" not in command, command
 
 
-@pytest.mark.parametrize(
-    ("where", "destinations", "commands"),
-    [
-        (
-            "compose",
-            compose_destinations(),
-            [svc["command"] for svc in relay_services().values()],
-        ),
-        ("k8s", k8s_destinations(), [c["command"] for _, c in containers()]),
-    ],
-    ids=["compose", "k8s"],
-)
-def test_every_queue_is_consumed_by_exactly_one_worker_group(
-    where: str, destinations: dict[str, Any], commands: list[list[str]]
-) -> None:
-    groups = [q for q in map(worker_queues, commands) if q is not None]
+def assert_each_consumed_once(consumed: list[str], tables: dict[str, Any]) -> None:
+    """Every queue of these destinations, and beat's and intake's, once; no other."""
+    wanted = [CONTROL_QUEUE, INTAKE_QUEUE, *(queue_name(name) for name in tables)]
+    unread = sorted(set(wanted) - set(consumed))
+    assert not unread, f"queues no worker consumes (never delivered): {unread}"
+    twice = sorted({q for q in consumed if consumed.count(q) > 1})
+    assert not twice, f"queues two worker groups consume: {twice}"
+    assert sorted(consumed) == sorted(wanted), "a worker consumes a queue no destination has"
+
+
+def test_every_queue_is_consumed_by_exactly_one_compose_worker() -> None:
+    groups = [q for svc in relay_services().values() if (q := worker_queues(svc["command"]))]
     consumed = [queue for group in groups for queue in group]
-    wanted = {CONTROL_QUEUE, INTAKE_QUEUE} | {queue_name(name) for name in destinations}
-    assert sorted(consumed) == sorted(wanted), f"{where}: every queue once, no unknown queue"
+    assert_each_consumed_once(consumed, compose_destinations())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_queue_is_consumed_by_exactly_one_k8s_worker_group(overlay: str) -> None:
+    """
+    Each worker Deployment's queues come from its LEADRELAY_WORKER_GROUP and the
+    destinations file the overlay mounts, the way the worker derives them: a
+    destination whose group has no Deployment is never delivered, and a group
+    no destination names stops its worker.
+    """
+    tables = k8s_destinations(overlay)
+    assert_each_consumed_once(k8s_consumed(overlay, tables), tables)
+
+
+def test_the_production_groups_serve_the_example_destinations_too() -> None:
+    """leadrelay.example.toml, put in the ConfigMap as it is, is served by the same groups."""
+    tables = compose_destinations()
+    assert_each_consumed_once(k8s_consumed("production", tables), tables)
 
 
 # --- settings ---
@@ -221,19 +316,16 @@ def passed_vars() -> set[str]:
 
 
 def test_every_setting_passed_is_one_the_app_reads() -> None:
-    allowed = (
-        SETTINGS_VARS
-        | PROCESS_VARS
-        | named_vars(compose_destinations())
-        | named_vars(k8s_destinations())
-    )
+    allowed = SETTINGS_VARS | PROCESS_VARS | named_vars(compose_destinations())
+    allowed |= {var for overlay in OVERLAYS for var in named_vars(k8s_destinations(overlay))}
     assert passed_vars() - allowed == set()
 
 
 def test_every_secret_the_destinations_name_is_passed() -> None:
     compose_env = set(next(iter(relay_services().values()))["environment"])
     assert named_vars(compose_destinations()) <= compose_env
-    assert named_vars(k8s_destinations()) <= set(secrets()["leadrelay"])
+    for overlay in OVERLAYS:
+        assert named_vars(k8s_destinations(overlay)) <= set(secrets()["leadrelay"]), overlay
 
 
 def env_example() -> dict[str, str]:
@@ -265,7 +357,7 @@ def test_the_destinations_files_parse_and_name_their_secrets_only_as_variables(
         if "SecretStr" in str(field.annotation)
     }
     assert secret_fields
-    for tables in (compose_destinations(), k8s_destinations()):
+    for tables in (compose_destinations(), *map(k8s_destinations, OVERLAYS)):
         for var in named_vars(tables):
             monkeypatch.setenv(var, "x")
         assert set(parse_destinations(tables)) == set(tables)
@@ -308,11 +400,17 @@ def test_k8s_writes_no_secret_outside_the_example_secret() -> None:
 
 
 def test_no_file_lets_flower_run_without_auth() -> None:
-    texts = [COMPOSE.read_text("utf-8")] + [p.read_text("utf-8") for p in MANIFESTS]
+    k8s_files = [p for p in K8S.rglob("*") if p.suffix in (".yaml", ".env", ".toml")]
+    texts = [COMPOSE.read_text("utf-8")] + [p.read_text("utf-8") for p in k8s_files]
     assert not any(flower.LOCAL_VAR in text for text in texts)
-    (flower_pod,) = [c for where, c in containers() if "flower" in c["command"]]
-    (auth,) = [e for e in flower_pod["env"] if e["name"] == flower.AUTH_VAR]
-    assert auth["valueFrom"]["secretKeyRef"]["name"] in secrets()
+    for overlay in OVERLAYS:
+        (flower_pod,) = [
+            c
+            for where, c in containers()
+            if where.startswith(f"{overlay} ") and "flower" in c["command"]
+        ]
+        (auth,) = [e for e in flower_pod["env"] if e["name"] == flower.AUTH_VAR]
+        assert auth["valueFrom"]["secretKeyRef"]["name"] in secrets()
 
 
 # --- Redis, beat, health ---
@@ -328,16 +426,24 @@ def test_exactly_one_beat() -> None:
     beats = [s for s in relay_services().values() if s["command"][3:4] == ["beat"]]
     assert len(beats) == 1
     assert beats[0].get("deploy", {}).get("replicas", 1) == 1
-    k8s_beats = [
-        doc
-        for doc in workloads()
-        if any(c["command"][3:4] == ["beat"] for c in pod_spec(doc)["containers"])  # type: ignore[index]
-    ]
-    assert len(k8s_beats) == 1
-    (beat,) = k8s_beats
-    assert beat["kind"] == "Deployment"
-    assert beat["spec"]["replicas"] == 1
-    assert beat["spec"]["strategy"]["type"] == "Recreate"
+    for overlay in OVERLAYS:
+        k8s_beats = [
+            doc
+            for doc in rendered(overlay)
+            if any(
+                c["command"][3:4] == ["beat"] for c in (pod_spec(doc) or {}).get("containers", [])
+            )
+        ]
+        assert len(k8s_beats) == 1, overlay
+        (beat,) = k8s_beats
+        assert beat["kind"] == "Deployment"
+        assert beat["spec"]["replicas"] == 1
+        assert beat["spec"]["strategy"]["type"] == "Recreate"
+        assert not [
+            so
+            for so in of_kind(rendered(overlay), "ScaledObject")
+            if so["spec"]["scaleTargetRef"]["name"] == beat["metadata"]["name"]
+        ]
 
 
 def test_compose_starts_in_order_and_checks_health() -> None:
@@ -358,18 +464,41 @@ def test_compose_starts_in_order_and_checks_health() -> None:
             assert "healthcheck" in svc, f"{name} has no healthcheck"
 
 
-def test_k8s_pods_are_non_root_with_resources_and_workers_have_liveness() -> None:
-    for doc in workloads():
+def test_k8s_pods_are_non_root_with_resources() -> None:
+    for overlay, doc in workloads():
         spec = pod_spec(doc)
         assert spec is not None
-        assert spec["securityContext"]["runAsNonRoot"] is True, doc["metadata"]["name"]
-        assert spec["securityContext"]["runAsUser"] != 0
+        where = f"{overlay} {doc['metadata']['name']}"
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["runAsUser"] != 0, where
     for where, c in containers():
         assert {"cpu", "memory"} <= set(c["resources"]["requests"]), where
         assert {"cpu", "memory"} <= set(c["resources"]["limits"]), where
         assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
-        if worker_queues(c["command"]) is not None:
-            assert "exec" in c["livenessProbe"], where
+
+
+def test_k8s_workers_probe_their_heartbeat_for_liveness_and_the_broker_for_readiness() -> None:
+    """
+    Liveness never asks the broker (a Redis outage must not restart every
+    worker); the heartbeat's directory is a writable emptyDir under a
+    read-only root.
+    """
+    probe_cmd = ["python", "-m", probe.__name__]
+    for overlay in OVERLAYS:
+        for deployment in workers(rendered(overlay)):
+            pod = deployment["spec"]["template"]["spec"]
+            (c,) = pod["containers"]
+            where = f"{overlay} {deployment['metadata']['name']}"
+            assert c["livenessProbe"]["exec"]["command"] == [*probe_cmd, "live"], where
+            assert c["readinessProbe"]["exec"]["command"] == [*probe_cmd, "ready"], where
+            assert c["startupProbe"]["exec"]["command"][:3] == probe_cmd, where
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, where
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            beat_dir = Path(env.get(heartbeat.FILE_VAR) or heartbeat.DEFAULT_FILE).parent
+            (mount,) = [m for m in c["volumeMounts"] if Path(m["mountPath"]) == beat_dir]
+            assert not mount.get("readOnly"), where
+            (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+            assert "emptyDir" in volume, where
 
 
 # --- the image ---

@@ -3,14 +3,17 @@ Flower against the real app: `celery -A worker flower` and a `celery -A worker
 worker` in subprocesses, on Redis database 15 and the test PostgreSQL.
 
 What ops rely on: Flower wants basic auth from the environment and refuses to
-start without it; every destination's queue is listed; a raw lead sent as
-`leadrelay.submit` shows no phone, name or passport anywhere in Flower's task
-API; Flower cannot shut workers down from a browser.
+start without it; every destination's queue is listed; the task list shows
+each task's arguments and result, and a drain's result is its summary; a raw
+lead sent as `leadrelay.submit` shows no phone, name or passport anywhere in
+Flower's task API; Flower cannot shut workers down from a browser.
 """
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +28,8 @@ import pytest
 from celery import Celery
 
 from sandbox import free_port
-from tests.factories import kuper_table
+from tests.factories import kuper_lead, kuper_table
+from worker.runtime.flower import DEFAULTS
 
 AUTH = ("ops", "flower-test-password")
 DESTINATION = "kuper-flower"
@@ -216,6 +220,66 @@ def test_flower_shows_no_personal_data_of_a_raw_lead(flower: str, env: Env) -> N
         phone_forms = ("777-66-55", "79167776655", "9167776655")
         for secret in (*phone_forms, "987654", NAME, NAME.encode("unicode_escape").decode()):
             assert secret not in shown, secret
+
+
+def columns(url: str) -> list[str]:
+    """The columns of Flower's task list, in order, as its page declares them."""
+    page = httpx.get(f"{url}/tasks", auth=AUTH, timeout=10)
+    assert page.status_code == 200, page.status_code
+    return re.findall(r'<th data-column="(\w+)"', page.text)
+
+
+def test_the_task_list_shows_each_task_s_arguments_and_result(flower: str) -> None:
+    assert columns(flower) == DEFAULTS["tasks_columns"].split(",")
+    assert {"args", "result"} <= set(columns(flower))
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ"),
+    [
+        ([], {"FLOWER_TASKS_COLUMNS": "name,uuid,result"}),
+        (["--tasks_columns=name,uuid,result"], {}),
+    ],
+    ids=["environment", "flag"],
+)
+def test_columns_the_operator_chose_are_kept(
+    env: Env, flags: list[str], environ: dict[str, str]
+) -> None:
+    proc, url = start_flower(env, *flags, FLOWER_BASIC_AUTH=":".join(AUTH), **environ)
+    try:
+        assert columns(url) == ["name", "uuid", "result"]
+    finally:
+        stop(proc)
+
+
+def test_a_drain_s_result_in_flower_is_its_summary(flower: str, env: Env) -> None:
+    """No result backend: the summary reaches Flower in the task-succeeded event."""
+    client = Celery(broker=env.vars["LEADRELAY_BROKER_URL"])
+    client.send_task(
+        "leadrelay.submit",
+        queue="leadrelay.intake",
+        kwargs={"destination": DESTINATION, "lead": kuper_lead(), "idempotency_key": "summary-1"},
+    )
+    client.close()
+
+    def drained() -> list[dict[str, Any]]:
+        tasks = api(flower, "/api/tasks", taskname="leadrelay.deliver", state="SUCCESS")
+        return [t for t in tasks.values() if t.get("result")]
+
+    wait_for("a drain's result in flower", lambda: bool(drained()))
+    summary = ast.literal_eval(drained()[0]["result"])
+    assert set(summary) == {
+        "requests",
+        "throttles",
+        "outcomes",
+        "backlog",
+        "backlog_capped",
+        "oldest_due_s",
+    }
+    # nothing listens at the destination: the lead waits to be sent again, and shows so
+    assert summary["requests"] == 1 and summary["throttles"] == 0
+    assert summary["outcomes"] == {"retry_wait": 1}
+    assert (summary["backlog"], summary["backlog_capped"]) == (1, False)
 
 
 def test_flower_is_read_only(flower: str) -> None:

@@ -28,8 +28,8 @@ ALL = (
     metrics.COOLDOWN,
     metrics.PAUSES,
     metrics.TOKEN_REFRESHES,
-    metrics.BACKLOG,
-    metrics.OLDEST_DUE,
+    metrics.LIMITER_WAIT,
+    metrics.RATE_LIMIT,
 )
 
 
@@ -79,25 +79,13 @@ def test_throttles_cooldowns_pauses_and_token_refreshes_move() -> None:
     assert value("leadrelay_token_refreshes_total", destination="m-thr") == 1
 
 
-def test_backlog_sets_every_state_so_a_drained_one_drops_to_zero() -> None:
-    metrics.set_backlog("m-back", {"queued": 7, "dead": 2}, 41.5)
-    assert value("leadrelay_backlog", destination="m-back", state="queued") == 7
-    assert value("leadrelay_oldest_due_seconds", destination="m-back") == 41.5
-    metrics.set_backlog("m-back", {"dead": 2}, None)
-    assert value("leadrelay_backlog", destination="m-back", state="queued") == 0
-    assert value("leadrelay_backlog", destination="m-back", state="sending") == 0
-    assert value("leadrelay_oldest_due_seconds", destination="m-back") == 0
-
-
 def test_labels_are_bounded_never_a_lead_or_a_phone() -> None:
     for metric in ALL:
         assert set(metric._labelnames) <= BOUNDED_LABELS, metric
     metrics.count_outcomes("m-bound", {"lead 12345 +79161234567": 1, "delivered": 1})
-    metrics.set_backlog("m-bound", {"whatever-a-query-returned": 3}, 1.0)
     metrics.count_pause("m-bound", "because the phone +7 916 123-45-67 was wrong")
     metrics.observe_request("+79161234567", 0.1, 999)
     assert label_values("leadrelay_deliveries", "outcome") <= {*metrics.STATES, "other"}
-    assert label_values("leadrelay_backlog", "state") <= set(metrics.STATES)
     assert label_values("leadrelay_pauses", "kind") <= {*metrics.PAUSE_KINDS, "other"}
     assert "+79161234567" not in label_values("leadrelay_request_seconds", "destination")
     assert label_values("leadrelay_requests", "status") <= {
@@ -135,7 +123,7 @@ import sys
 from worker.ops import metrics
 metrics.count_outcomes("m-fork", {"delivered": 2})
 metrics.observe_request("m-fork", 0.3, 200)
-metrics.set_backlog("m-fork", {"queued": int(sys.argv[1])}, 5.0)
+metrics.set_rate_limit("m-fork", float(sys.argv[1]))
 """
 
 SERVER = """
@@ -197,5 +185,4 @@ def test_prefork_children_add_up_in_the_multiprocess_directory(tmp_path: Path) -
     assert samples[("leadrelay_deliveries_total", (dest, ("outcome", "delivered")))] == 6
     assert samples[("leadrelay_requests_total", (dest, ("status", "2xx")))] == 3
     assert samples[("leadrelay_request_seconds_count", (dest,))] == 3
-    assert samples[("leadrelay_backlog", (dest, ("state", "queued")))] == 3
-    assert samples[("leadrelay_oldest_due_seconds", (dest,))] == 5.0
+    assert samples[("leadrelay_rate_limit", (dest,))] == 3  # a gauge: the last child's, not a sum

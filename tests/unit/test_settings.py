@@ -8,6 +8,7 @@ import pytest
 
 from worker.errors import ConfigError
 from worker.platforms.kuper import KuperDestination
+from worker.runtime.app import celery_config, served
 from worker.settings import load, load_file, parse_destinations
 
 KUPER = {"platform": "kuper", "base_url": "https://k.example", "username": "u", "password": "p"}
@@ -138,3 +139,62 @@ def test_the_shipped_example_config_parses(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setenv(name, "x-secret")
     example = Path(__file__).parents[2] / "leadrelay.example.toml"
     assert load_file(example)
+
+
+# --- worker groups ---------------------------------------------------------------------
+
+GROUPED = {
+    "kuper-main": {**KUPER, "worker_group": "kuper"},
+    "kuper-spare": KUPER,
+    "calltouch-main": {
+        "platform": "calltouch",
+        "base_url": "https://c.example",
+        "site_id": "1234",
+        "access_token": "t",
+        "worker_group": "kuper",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("group", "queues"),
+    [
+        (None, ["leadrelay", "leadrelay.intake", "deliver.kuper-main", "deliver.kuper-spare",
+                "deliver.calltouch-main"]),
+        ("kuper", ["deliver.kuper-main", "deliver.calltouch-main"]),
+        ("default", ["deliver.kuper-spare"]),
+        ("control", ["leadrelay", "leadrelay.intake"]),
+    ],
+)  # fmt: skip
+def test_a_worker_group_consumes_its_destinations_queues_and_serves_their_secrets_alone(
+    group: str | None, queues: list[str]
+) -> None:
+    settings = load(destinations=parse_destinations(GROUPED), worker_group=group)
+    assert [q.name for q in celery_config(settings)["task_queues"]] == queues
+    assert [d.queue for d in served(settings, None)] == [
+        q for q in queues if q.startswith("deliver.")
+    ]
+    assert [d.name for d in served(settings, "deliver.kuper-spare")] == ["kuper-spare"]
+
+
+def test_a_worker_group_no_destination_names_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "leadrelay.toml"
+    config.write_text(
+        '[destinations.k]\nplatform = "kuper"\nbase_url = "https://k"\nusername = "u"\n'
+        'password = "p"\nworker_group = "fast"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LEADRELAY_CONFIG", str(config))
+    monkeypatch.setenv("LEADRELAY_WORKER_GROUP", "kuper")
+    with pytest.raises(ConfigError) as info:
+        load()
+    assert str(info.value) == (
+        "LEADRELAY_WORKER_GROUP: no destination has worker_group = 'kuper' (groups: control, fast)"
+    )
+    monkeypatch.setenv("LEADRELAY_WORKER_GROUP", "Fast!")
+    with pytest.raises(ConfigError, match="LEADRELAY_WORKER_GROUP"):
+        load()
+    with pytest.raises(ConfigError, match=r"destinations\.k\.worker_group"):
+        parse_destinations({"k": {**KUPER, "worker_group": "has space"}})

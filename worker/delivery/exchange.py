@@ -16,6 +16,9 @@ status for ops. One call is:
 4. the destination's timeout, and transport errors read into the
    `Exchange` (not sent, or sent and the answer lost: in doubt).
 
+The time slept for a slot and each request's time and class of answer go
+to the metrics here, so every kind of call is counted once.
+
 `read` applies an adapter's parser with the common net: a refused token
 pauses the destination, no answer is a failure, and a parser that raises is a
 failure too, never a dead task. `record` writes the exchange, redacted, to
@@ -43,6 +46,7 @@ from worker.config import DestinationConfig
 from worker.delivery.context import WorkerContext
 from worker.delivery.limiter import Grant
 from worker.errors import AuthRefused, TokenUnavailable
+from worker.ops import metrics
 from worker.ops.redact import redact_answer, redact_request, redact_text
 from worker.outcomes import Failed, Suspended
 from worker.platforms import adapter_for
@@ -132,10 +136,12 @@ def call(
 
 
 def _slot(turn: Turn) -> Grant:
-    """A limiter slot, sleeping for it only while each wait is short."""
+    """A limiter slot, sleeping for it only while each wait is short (the sleep is measured)."""
+    started = time.monotonic()
     while True:
         grant = turn.ctx.limiter.acquire(turn.dest)
         if grant.granted or grant.wait.total_seconds() > turn.ctx.settings.max_inline_wait:
+            metrics.observe_limiter_wait(turn.dest.name, time.monotonic() - started)
             return grant
         time.sleep(grant.wait.total_seconds())
 
@@ -166,6 +172,8 @@ def _send(turn: Turn, request: httpx.Request, kind: str) -> Exchange:
         log.exception("request failed", extra={"event": f"{kind}.error", "destination": dest.name})
         exchange.error = f"request failed: {type(exc).__name__}"
     exchange.elapsed_ms = int((time.monotonic() - started) * 1000)
+    status = exchange.response.status_code if exchange.response is not None else None
+    metrics.observe_request(dest.name, exchange.elapsed_ms / 1000, status)
     return exchange
 
 

@@ -30,13 +30,26 @@ log = logging.getLogger("leadrelay.polling")
 ALONE_PER_PASS = 20
 #: the most pages of a list one pass reads (an adapter says where its list ends)
 MAX_PAGES = 50
+#: answers that mean "slower": counted as a pass's throttles
+THROTTLE_STATUSES = (429, 503)
 
 
-def poll(ctx: WorkerContext, destination: str, *, limit: int | None = None) -> Counter[str]:
+class PollReport(Counter[str]):
+    """
+    What one polling pass did: deliveries by new state, and `next_stage_now`
+    when a decided stage made the next one due now (a Counter, as callers
+    compare it); beside the counts, the requests it made and how many of
+    them were answered 429/503.
+    """
+
+    requests: int = 0
+    throttles: int = 0
+
+
+def poll(ctx: WorkerContext, destination: str, *, limit: int | None = None) -> PollReport:
     """
     One polling pass over a destination's due deliveries (at most `limit`, by
-    default as many as the adapter reads in one pass); returns counts by new
-    state, and `next_stage_now` when a decided stage made the next one due now.
+    default as many as the adapter reads in one pass), as a `PollReport`.
     """
     turn = Turn.at(ctx, destination)
     dest, adapter = turn.dest, turn.adapter
@@ -54,7 +67,7 @@ def poll(ctx: WorkerContext, destination: str, *, limit: int | None = None) -> C
             keep_state=True,
         )
     if not batch:
-        return Counter()
+        return PollReport()
     expired = [d for d in batch if _expired(d, dest, now)]
     live = [d for d in batch if d not in expired]
     settlements = [_expire(d, dest, now) for d in expired]
@@ -76,10 +89,14 @@ def poll(ctx: WorkerContext, destination: str, *, limit: int | None = None) -> C
                 if s.outcome and s.delivery_id in about
             ]
             record(turn, session, exchange, results)
-    counts = Counter(str(s.state) for s in settlements)
+    report = PollReport(str(s.state) for s in settlements)
     if released:
-        counts["next_stage_now"] = released
-    return counts
+        report["next_stage_now"] = released
+    report.requests = len(asked)
+    report.throttles = sum(
+        e.response is not None and e.response.status_code in THROTTLE_STATUSES for e, _ in asked
+    )
+    return report
 
 
 def _expired(delivery: Delivery, dest: DestinationConfig, now: datetime) -> bool:

@@ -1,8 +1,11 @@
 """
 The ledger: the only package that speaks SQL. Callers use these names, and what
-comes back is values, never ORM rows; ops' read-only questions are in `reports`.
+comes back is values, never ORM rows; ops' read-only questions are in `reports`,
+and the settlement events' outbox in `outbox`.
 """
 
+from worker.ledger.outbox import Event, Notify
+from worker.ledger.reports import Backlog, backlog
 from worker.ledger.store import (
     NewLead,
     Pause,
@@ -32,11 +35,15 @@ from worker.outcomes import AttemptRecord, Settlement
 
 __all__ = [
     "AttemptRecord",
+    "Backlog",
+    "Event",
     "NewLead",
+    "Notify",
     "Pause",
     "RequeueFilter",
     "Settlement",
     "active_pause",
+    "backlog",
     "claim_due",
     "clear_pause",
     "count_requeue",

@@ -7,12 +7,12 @@ Every query here is the same on PostgreSQL and SQLite. Answers are values
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from worker.leads import DUE_STATES, LeadState
@@ -100,6 +100,60 @@ def _settled(session: Session, now: datetime) -> dict[str, tuple[int, int]]:
     return {d: (int(minute), int(hour)) for d, minute, hour in rows}
 
 
+#: the most deliveries `backlog` counts; past it the count stops, and says so
+BACKLOG_CAP = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """A destination's deliveries waiting to be sent, as a drain leaves them."""
+
+    #: queued and retry_wait deliveries, due now or later; at most BACKLOG_CAP
+    waiting: int
+    #: True when more than `waiting` wait: the count stopped at the cap
+    capped: bool
+    #: seconds since the oldest due delivery fell due; None when none is due
+    oldest_due_s: float | None
+
+
+def backlog(session: Session, destination: str, now: datetime, cap: int = BACKLOG_CAP) -> Backlog:
+    """
+    One destination's backlog, cheap enough to ask after every drain: one
+    statement, each part a range of the index on (destination, state, due_at).
+    The count reads at most `cap` + 1 index entries, however many rows wait
+    (a plain COUNT reads them all, and grows with the backlog: measured on
+    PostgreSQL at 880,000 waiting rows, 9 ms against 90-210 ms); the oldest
+    due time is the first entry of each due state's range.
+    """
+    states = sorted(str(s) for s in DUE_STATES)
+    mine = DeliveryRow.destination == destination
+    waiting = (
+        select(func.count())
+        .select_from(
+            select(DeliveryRow.state)  # a column of the index: PostgreSQL need not read the rows
+            .where(mine, DeliveryRow.state.in_(states))
+            .limit(cap + 1)
+            .subquery()
+        )
+        .scalar_subquery()
+    )
+    oldest = [
+        select(DeliveryRow.due_at)
+        .where(mine, DeliveryRow.state == state, DeliveryRow.due_at <= now)
+        .order_by(DeliveryRow.due_at)
+        .limit(1)
+        .scalar_subquery()
+        for state in states
+    ]
+    count, *firsts = session.execute(select(waiting, *oldest)).one()
+    due = [when for when in firsts if when is not None]
+    return Backlog(
+        waiting=min(int(count), cap),
+        capped=int(count) > cap,
+        oldest_due_s=max(0.0, (now - min(due)).total_seconds()) if due else None,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AcceptedLead:
     """A lead the ledger holds, by its ids: what `find_lead` answers (not its payload)."""
@@ -117,10 +171,46 @@ def find_lead(session: Session, ref: str) -> AcceptedLead | None:
     )
 
 
-def _accepted(session: Session, where: ColumnElement[bool]) -> AcceptedLead | None:
+#: the most leads `find_leads` answers for one idempotency key
+KEY_MATCHES = 50
+
+
+def find_leads(session: Session, ref: str, destination: str | None = None) -> list[AcceptedLead]:
+    """
+    Every lead `ref` names: the lead with that id (one at most), else the leads
+    with that idempotency key, one per destination, oldest first (up to
+    KEY_MATCHES). A key is unique per destination only, so more than one means
+    the caller has to say which; `destination` narrows to its own.
+    """
+    own = [] if destination is None else [LeadRow.destination == destination]
+    by_id = _accepted(session, LeadRow.id == ref, *own)
+    if by_id is not None:
+        return [by_id]
+    rows = session.execute(
+        select(LeadRow.id, LeadRow.destination, LeadRow.idempotency_key, LeadRow.created_at)
+        .where(LeadRow.idempotency_key == ref, *own)
+        .order_by(LeadRow.created_at, LeadRow.destination)
+        .limit(KEY_MATCHES)
+    )
+    return [AcceptedLead(r.id, r.destination, r.idempotency_key, r.created_at) for r in rows]
+
+
+def lead_states(session: Session, lead_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Each lead's delivery states, by stage: one for most leads, one per Admitad stage."""
+    out: dict[str, list[str]] = {lead_id: [] for lead_id in lead_ids}
+    for lead_id, state in session.execute(
+        select(DeliveryRow.lead_id, DeliveryRow.state)
+        .where(DeliveryRow.lead_id.in_(list(lead_ids)))
+        .order_by(DeliveryRow.lead_id, DeliveryRow.stage)
+    ):
+        out[lead_id].append(state)
+    return out
+
+
+def _accepted(session: Session, *where: ColumnElement[bool]) -> AcceptedLead | None:
     row = session.execute(
         select(LeadRow.id, LeadRow.destination, LeadRow.idempotency_key, LeadRow.created_at)
-        .where(where)
+        .where(*where)
         .limit(1)
     ).first()
     if row is None:
@@ -180,12 +270,21 @@ def lead_report(session: Session, lead: AcceptedLead) -> dict[str, Any]:
 
 
 def refusals(
-    session: Session, since: datetime | None = None, limit: int = 100
+    session: Session,
+    since: datetime | None = None,
+    limit: int = 100,
+    destination: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Recent refused intakes (raw Celery messages), newest first."""
+    """
+    Refused intakes (raw Celery messages), newest first: when, from where, for
+    which destination and key, and each field and rule broken (the ledger keeps
+    no value of a refused lead).
+    """
     stmt = select(RefusalRow).order_by(RefusalRow.id.desc()).limit(limit)
     if since is not None:
-        stmt = stmt.where(or_(RefusalRow.at >= since))
+        stmt = stmt.where(RefusalRow.at >= since)
+    if destination is not None:
+        stmt = stmt.where(RefusalRow.destination == destination)
     return [
         {
             "id": r.id,

@@ -2,23 +2,39 @@
 Prometheus metrics of the delivery loop, safe under Celery's prefork pool.
 
 Bounded labels only: `destination` (a configured destination's name),
-`outcome` and `state` (a lead state), `status` (a class of HTTP answer) and
-`kind` (of a pause). Never a lead id, a phone or a platform's message: those
-live in the ledger, not in a time series.
+`platform` (a key of the platform registry), `worker_group` (a configured
+group), `outcome` and `state` (a lead state), `status` (a class of HTTP
+answer) and `kind` (of a pause). Never a lead id, a phone or a platform's
+message: those live in the ledger, not in a time series.
 
-==================================  ====================  =====================================
-metric                              labels                what it says
-==================================  ====================  =====================================
-leadrelay_deliveries_total          destination, outcome  leads settled after a request
-leadrelay_request_seconds           destination           time of one request (a histogram)
-leadrelay_requests_total            destination, status   requests by answer: 2xx, 429, none …
-leadrelay_throttled_total           destination           429/503 answers: a shared cooldown
-leadrelay_cooldown_seconds_total    destination           seconds of cooldown platforms ordered
-leadrelay_pauses_total              destination, kind     pauses: an auth failure, a spent quota
-leadrelay_token_refreshes_total     destination           access tokens fetched (Admitad)
-leadrelay_backlog                   destination, state    deliveries per state (ledger; gauge)
-leadrelay_oldest_due_seconds        destination           the oldest due delivery's wait (gauge)
-==================================  ====================  =====================================
+Two kinds of process export them. Each worker serves what it counts and
+what it is set to (`W` below); the single `leadrelay metrics` service
+reads the ledger and the destinations file at each scrape (`L`).
+
+================================  ======================  ==  ======================================
+metric                            labels                  by  what it says
+================================  ======================  ==  ======================================
+leadrelay_deliveries_total        destination, outcome    W   leads settled after a request
+leadrelay_request_seconds         destination             W   time of one request (a histogram)
+leadrelay_requests_total          destination, status     W   requests by answer: 2xx, 429, none …
+leadrelay_throttled_total         destination             W   429/503 answers: a shared cooldown
+leadrelay_cooldown_seconds_total  destination             W   seconds of cooldown platforms ordered
+leadrelay_pauses_total            destination, kind       W   pauses: an auth failure, a spent quota
+leadrelay_token_refreshes_total   destination             W   access tokens fetched (Admitad)
+leadrelay_limiter_wait_seconds    destination             W   time slept for a slot (a histogram)
+leadrelay_rate_limit              destination             W   requests/s it holds itself to
+leadrelay_destination_info        destination, platform,  L   1 per configured destination
+                                  worker_group
+leadrelay_backlog                 destination, state      L   deliveries per state (all of them)
+leadrelay_oldest_due_seconds      destination             L   the oldest due delivery's wait
+leadrelay_paused                  destination, kind       L   1 while a pause of that kind holds
+leadrelay_events_unsent           destination             L   settlement events not sent upstream
+================================  ======================  ==  ======================================
+
+Dead leads are `leadrelay_backlog{state="dead"}`. A worker sets
+`leadrelay_rate_limit` for each destination it serves when it starts, so a
+configured destination no worker exports it for is one nobody drains
+(deploy/monitoring/alerts.yaml joins the two).
 
 Prefork: each pool child is its own process with its own counters. With
 `PROMETHEUS_MULTIPROC_DIR` set (before Python starts: prometheus_client picks
@@ -30,23 +46,28 @@ directory (the last run's files) and serves /metrics on
 emptyDir per pod, the container's own /tmp in compose). Without the variable,
 metrics live in the process (tests, the demo).
 
-The backlog gauges are set from the ledger's counts by whoever reads them
-(`set_backlog`); this module takes plain mappings and never speaks SQL.
+The ledger's gauges are built at each scrape from what the caller read
+(`ledger_families`, a `LedgerReading` per destination), so a destination
+that drains or leaves the file leaves no stale value behind. This module
+takes plain values and never speaks SQL.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import start_http_server as _start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from worker.config import DestinationConfig
 from worker.errors import ConfigError
 from worker.leads import LeadState
 
@@ -59,8 +80,8 @@ ENVIRONMENT = (PORT_VAR, MULTIPROC_VAR)
 
 #: every value a `state` or `outcome` label takes; anything else is counted as "other"
 STATES = tuple(str(state) for state in LeadState)
-#: every value a pause's `kind` label takes
-PAUSE_KINDS = ("auth", "quota")
+#: every value a pause's `kind` label takes: the loop pauses for auth and quota, ops by hand
+PAUSE_KINDS = ("auth", "quota", "manual")
 #: the label of a request that got no answer (connection refused, timeout)
 NO_ANSWER = "none"
 OTHER = "other"
@@ -103,16 +124,17 @@ TOKEN_REFRESHES = Counter(
     "Access tokens fetched from a platform (Admitad's OAuth2 client credentials).",
     ["destination"],
 )
-# "mostrecent": with several processes, the value last set wins (not their sum)
-BACKLOG = Gauge(
-    "leadrelay_backlog",
-    "Deliveries by destination and state, from the ledger.",
-    ["destination", "state"],
-    multiprocess_mode="mostrecent",
+LIMITER_WAIT = Histogram(
+    "leadrelay_limiter_wait_seconds",
+    "Time one call slept for a limiter slot before it went, or gave up on a longer wait.",
+    ["destination"],
+    # a slot at once is a few ms of Redis; the loop sleeps at most max_inline_wait (2 s)
+    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 5),
 )
-OLDEST_DUE = Gauge(
-    "leadrelay_oldest_due_seconds",
-    "Age of the oldest due delivery (0 when none is due), from the ledger.",
+# "mostrecent": with several processes, the value last set wins (not their sum)
+RATE_LIMIT = Gauge(
+    "leadrelay_rate_limit",
+    "Requests per second this worker holds a destination to (configured or learned).",
     ["destination"],
     multiprocess_mode="mostrecent",
 )
@@ -150,16 +172,78 @@ def count_token_refresh(destination: str) -> None:
     TOKEN_REFRESHES.labels(_destination(destination)).inc()
 
 
-def set_backlog(destination: str, states: Mapping[str, int], oldest_due_s: float | None) -> None:
+def observe_limiter_wait(destination: str, seconds: float) -> None:
+    """One call's time asleep for a limiter slot (0 when a slot was free at once)."""
+    LIMITER_WAIT.labels(_destination(destination)).observe(max(0.0, seconds))
+
+
+def set_rate_limit(destination: str, per_second: float) -> None:
+    """The requests/s a destination is held to: its configured `rate`, or a learned one."""
+    RATE_LIMIT.labels(_destination(destination)).set(per_second)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReading:
+    """What the ledger says of one destination at a scrape."""
+
+    #: deliveries by state; a state not named has none
+    states: Mapping[str, int] = field(default_factory=dict)
+    #: the oldest due delivery's wait in seconds; None: nothing is due
+    oldest_due_s: float | None = None
+    #: the kind of the pause in force (auth, quota, manual); None: not paused
+    paused: str | None = None
+    #: settlement events the upstream app has not been sent yet
+    events_unsent: int = 0
+
+
+def ledger_families(
+    configured: Iterable[DestinationConfig], readings: Mapping[str, LedgerReading]
+) -> list[Metric]:
     """
-    A destination's backlog from the ledger: {state: deliveries} and the oldest
-    due one's age in seconds (None: nothing due). Every state is set, a missing
-    one to 0, so a drained state drops to 0 instead of keeping its last value.
+    The ledger's gauges for one scrape: every configured destination and every
+    one the ledger still holds something of. Each gets every state and
+    every pause kind, a missing one as 0, so a drained state or a lifted pause
+    reads 0 rather than vanishing; only a configured one gets an info series.
     """
-    name = _destination(destination)
-    for state in STATES:
-        BACKLOG.labels(name, state).set(states.get(state, 0))
-    OLDEST_DUE.labels(name).set(oldest_due_s or 0.0)
+    info = GaugeMetricFamily(
+        "leadrelay_destination_info",
+        "A configured destination: its platform and the worker group that drains it.",
+        labels=["destination", "platform", "worker_group"],
+    )
+    backlog = GaugeMetricFamily(
+        "leadrelay_backlog",
+        "Deliveries by destination and state, from the ledger.",
+        labels=["destination", "state"],
+    )
+    oldest = GaugeMetricFamily(
+        "leadrelay_oldest_due_seconds",
+        "Age of the oldest due delivery (0 when none is due), from the ledger.",
+        labels=["destination"],
+    )
+    paused = GaugeMetricFamily(
+        "leadrelay_paused",
+        "1 while the destination is paused by a pause of this kind, from the ledger.",
+        labels=["destination", "kind"],
+    )
+    unsent = GaugeMetricFamily(
+        "leadrelay_events_unsent",
+        "Settlement events not yet sent to the upstream app's task, from the ledger.",
+        labels=["destination"],
+    )
+    by_name = {_destination(name): reading for name, reading in readings.items()}
+    for dest in configured:
+        name = _destination(dest.name)
+        by_name.setdefault(name, LedgerReading())
+        info.add_metric([name, dest.platform, dest.worker_group], 1)
+    for name, reading in sorted(by_name.items()):
+        for state in STATES:
+            backlog.add_metric([name, state], reading.states.get(state, 0))
+        oldest.add_metric([name], reading.oldest_due_s or 0.0)
+        kind = _bounded(reading.paused, PAUSE_KINDS) if reading.paused else None
+        for each in PAUSE_KINDS if kind != OTHER else (*PAUSE_KINDS, OTHER):
+            paused.add_metric([name, each], int(kind == each))
+        unsent.add_metric([name], reading.events_unsent)
+    return [info, backlog, oldest, paused, unsent]
 
 
 def status_class(status: int | None) -> str:

@@ -19,22 +19,27 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
+from worker.config import CONTROL_QUEUE, INTAKE_QUEUE, group_queues
 from worker.runtime import broker
 
-app = Celery("leadrelay")
+__all__ = ["CONTROL_QUEUE", "INTAKE_QUEUE", "app", "celery_config", "use_settings"]
 
-#: the queue of beat's periodic jobs and of raw intake messages
-CONTROL_QUEUE = "leadrelay"
-#: the queue where apps without our code drop raw leads (`leadrelay.submit`)
-INTAKE_QUEUE = "leadrelay.intake"
+app = Celery("leadrelay")
 
 
 def celery_config(settings: Any) -> dict[str, Any]:
     """Celery's settings, from ours. A pure function: tests read it."""
     from worker.runtime.beat import schedule
 
-    queues = [Queue(CONTROL_QUEUE), Queue(INTAKE_QUEUE)]
-    queues += [Queue(dest.queue) for dest in settings.destinations.values()]
+    # A worker of a group consumes its group's queues only (`celery worker` without -Q
+    # takes every queue it is configured with). Messages to the others still go: every
+    # publish names its queue as a kombu Queue (worker.runtime.wakeups).
+    if settings.worker_group is None:
+        names = [CONTROL_QUEUE, INTAKE_QUEUE]
+        names += [dest.queue for dest in settings.destinations.values()]
+    else:
+        names = group_queues(settings.worker_group, settings.destinations.values())
+    queues = [Queue(name) for name in names]
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -59,6 +64,7 @@ def celery_config(settings: Any) -> dict[str, Any]:
         "worker_send_task_events": True,
         "worker_hijack_root_logger": False,
         "beat_schedule": schedule(settings),
+        "beat_scheduler": "worker.runtime.beat:Scheduler",
         "timezone": "UTC",
         "imports": ["worker.runtime.tasks"],
     }
@@ -79,11 +85,12 @@ def _configure(sender: Celery, **_: Any) -> None:
     import sys
 
     from worker.errors import ConfigError
-    from worker.runtime.flower import check_auth
+    from worker.runtime.flower import apply_defaults, check_auth
     from worker.settings import get_settings
 
     try:
         check_auth(sys.argv, os.environ)
+        apply_defaults(sys.argv)
         settings = _explicit[0] if _explicit else get_settings()
     except ConfigError as exc:
         # Celery's signals log a receiver's exception and carry on with default settings
@@ -119,10 +126,15 @@ def _worker_starts(options: dict[str, Any] | None = None, **_: Any) -> None:
 
 
 def served(settings: Any, queues: Any) -> list[Any]:
-    """The destinations a worker consuming `queues` (`-Q`; none: every queue) sends to."""
+    """
+    The destinations a worker consuming `queues` (`-Q`; none: its group's, or
+    every queue without a group) sends to.
+    """
     names = queues.split(",") if isinstance(queues, str) else list(queues or [])
     dests = settings.destinations.values()
-    if not names:
+    if not names and settings.worker_group is not None:
+        names = group_queues(settings.worker_group, dests)
+    elif not names:
         return list(dests)
     return [dest for dest in dests if dest.queue in names]
 
@@ -158,15 +170,39 @@ def _close_context(**_: Any) -> None:
 
 
 @signals.worker_init.connect
-def _start_metrics(**_: Any) -> None:
-    """Main process, before the pool forks: clear PROMETHEUS_MULTIPROC_DIR, serve /metrics."""
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Main process: the heartbeat the liveness probe reads (`worker.runtime.heartbeat`)."""
+    from worker.runtime import heartbeat
+
+    heartbeat.start(sender)
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    from worker.runtime import heartbeat
+
+    heartbeat.stop()
+
+
+@signals.worker_init.connect
+def _start_metrics(sender: Any = None, **_: Any) -> None:
+    """
+    Main process, before the pool forks: clear PROMETHEUS_MULTIPROC_DIR, serve
+    /metrics, and set the rate limit of each destination this worker drains (a
+    configured destination without one is drained by nobody).
+    """
     import sys
 
     from worker.errors import ConfigError
     from worker.ops import metrics
+    from worker.settings import get_settings
 
     try:
         metrics.start_from_env()
     except ConfigError as exc:  # a wrong LEADRELAY_METRICS_PORT stops the worker, like any setting
         sys.stderr.write(f"leadrelay: configuration: {exc}\n")
         raise SystemExit(2) from exc
+    settings = _explicit[0] if _explicit else get_settings()
+    queues = list(sender.app.amqp.queues.consume_from) if sender is not None else []
+    for dest in served(settings, queues):
+        metrics.set_rate_limit(dest.name, dest.rate)

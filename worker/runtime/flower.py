@@ -17,6 +17,13 @@ refusal (`ConfigError`, turned into exit status 2 by `worker.runtime.app`) happe
 before Flower opens a socket. Any other process (worker, beat, `inspect`, the
 CLI) passes straight through.
 
+What ops see: the task list shows each task's arguments and result
+(`DEFAULTS`, set by `apply_defaults` in the same hook, unless the operator
+chose other columns). A deliver or poll task's result is its drain's summary
+(requests, throttles, outcomes, and the backlog it left: `worker.runtime.tasks`),
+carried by the task-succeeded event, since there is no result backend. Behind
+a path (an Ingress at `/flower`), Flower takes `--url_prefix=flower` itself.
+
 Personal data: task arguments are ids (a destination's name) except those of
 `leadrelay.submit`, which carry a raw lead; `worker.runtime.tasks.RedactedRequest`
 masks those in every worker event, and Flower builds its task pages and API
@@ -41,6 +48,11 @@ ENVIRONMENT = (AUTH_VAR, LOCAL_VAR)
 
 #: passwords that only mean "fill this in" (the Secret example's placeholder among them)
 PLACEHOLDERS = frozenset({"change-me", "changeme", "changethis", "password", "secret"})
+
+#: Flower options we set where the operator left Flower's own default (`apply_defaults`). The
+#: task list shows arguments (destination names; a raw lead's fields masked) and results (a
+#: drain's summary); Flower's own list hides both, so ops could not tell one drain from another.
+DEFAULTS = {"tasks_columns": "name,uuid,state,args,result,received,runtime,worker"}
 
 
 def is_flower(argv: Sequence[str]) -> bool:
@@ -102,6 +114,26 @@ def check_auth(argv: Sequence[str], environ: Mapping[str, str]) -> None:
         f"{problem}; Flower needs basic auth (user:password) from the environment "
         f"(set {LOCAL_VAR}=1 only for a run on your own machine)",
     )
+
+
+def apply_defaults(argv: Sequence[str]) -> None:
+    """
+    Our `DEFAULTS` for the Flower options still at Flower's own default.
+
+    Called from `worker.runtime.app` beside `check_auth`: Flower has resolved
+    its options (environment, command line, `flowerconfig.py`), so a value the
+    operator gave is kept; Flower reads these options per request, so ours
+    hold from the first page. Does nothing in any process other than Flower.
+    """
+    if not is_flower(argv) or "flower.options" not in sys.modules:
+        return
+    from tornado.options import options
+
+    for name, value in DEFAULTS.items():
+        # tornado keeps its options by dashed name; Flower reads its env the same way
+        option = options._options.get(name.replace("_", "-"))
+        if option is not None and option.value() == option.default:
+            setattr(options, name, value)
 
 
 def _flower_option(name: str) -> object:

@@ -8,6 +8,7 @@ task                        queue                  what it does
 leadrelay.deliver(dest)     deliver.<dest>         drain due deliveries of one destination
 leadrelay.poll(dest)        deliver.<dest>         ask the platform about undecided leads
 leadrelay.sweep()           leadrelay              expired leases back to due; wake-ups
+leadrelay.notify()          leadrelay              settlement events to upstream apps' tasks
 leadrelay.submit(...)       leadrelay.intake       a raw lead from an app without our code
 ==========================  =====================  =====================================
 """
@@ -15,17 +16,23 @@ leadrelay.submit(...)       leadrelay.intake       a raw lead from an app withou
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
+import kombu
+import redis
 from celery.worker.request import Request
+from kombu.exceptions import OperationalError
 
 from worker import intake, ledger
 from worker.config import queue_name
-from worker.delivery import context, polling
+from worker.delivery import context, notify, polling
 from worker.delivery import loop as delivery
 from worker.ops.redact import redact_value
 from worker.runtime.app import app
+from worker.runtime.wakeups import wake
 
 log = logging.getLogger("leadrelay.tasks")
 
@@ -46,36 +53,64 @@ class RedactedRequest(Request):
         self._kwargsrepr = repr(redact_value(dict(self.kwargs)))
 
 
-def wake(destination: str, countdown: float | None = None) -> None:
-    """Enqueue a drain of one destination on its own queue."""
-    app.send_task(
-        "leadrelay.deliver",
-        args=[destination],
-        queue=queue_name(destination),
-        countdown=countdown,
-        ignore_result=True,
-    )
-
-
 @app.task(name="leadrelay.deliver", ignore_result=True, acks_late=True)
 def deliver(destination: str) -> dict[str, Any]:
-    """Drain due deliveries of one destination. Safe to run twice: the ledger decides."""
-    report = delivery.drain(context.current(), destination)
+    """
+    Drain due deliveries of one destination. Safe to run twice: the ledger decides.
+    Returns the drain's summary (`_summary`).
+    """
+    ctx = context.current()
+    report = delivery.drain(ctx, destination)
     if report.more:
         wake(destination)
     elif report.deferred is not None and report.deferred <= MAX_COUNTDOWN:
         wake(destination, countdown=report.deferred.total_seconds())
-    return {"requests": report.requests, "outcomes": dict(report.outcomes)}
+    return _summary(ctx, destination, report.outcomes, report.requests, report.throttles)
 
 
 @app.task(name="leadrelay.poll", ignore_result=True, acks_late=True)
-def poll(destination: str) -> dict[str, int]:
-    """Ask the platform about leads it decides later; settle the decided ones."""
+def poll(destination: str) -> dict[str, Any]:
+    """
+    Ask the platform about leads it decides later; settle the decided ones.
+    Returns the pass's summary (`_summary`).
+    """
     ctx = context.current()
-    counts = polling.poll(ctx, destination)
-    if counts.get("next_stage_now"):
+    report = polling.poll(ctx, destination)
+    if report.get("next_stage_now"):
         wake(destination)  # a stage was decided and the next one goes without a pause
-    return dict(counts)
+    return _summary(ctx, destination, report, report.requests, report.throttles)
+
+
+def _summary(
+    ctx: context.WorkerContext,
+    destination: str,
+    outcomes: Mapping[str, int],
+    requests: int,
+    throttles: int,
+) -> dict[str, Any]:
+    """
+    What a drain or a poll did, and the backlog it left: the task's result.
+
+    There is no result backend: the worker sends the result's repr in its
+    task-succeeded event, and Flower shows it in the task list, so ops see
+    per task what it achieved and how much still waits. A small JSON dict of
+    counts: nothing of a lead. `backlog` counts the destination's queued and
+    retry_wait deliveries up to a cap (`ledger.backlog`; `backlog_capped` when
+    more wait); `oldest_due_s` is how long the oldest due one has waited (None:
+    none is due).
+    """
+    now = ctx.clock()
+    with ctx.sessions() as session:
+        left = ledger.backlog(session, destination, now)
+    # what ops look for first comes first: Flower cuts a long result short in its list
+    return {
+        "outcomes": dict(outcomes),
+        "backlog": left.waiting,
+        "oldest_due_s": None if left.oldest_due_s is None else round(left.oldest_due_s, 1),
+        "requests": requests,
+        "throttles": throttles,
+        "backlog_capped": left.capped,
+    }
 
 
 @app.task(name="leadrelay.sweep", ignore_result=True, acks_late=True)
@@ -86,7 +121,13 @@ def sweep() -> dict[str, int]:
     woken: dict[str, int] = {}
     with ctx.sessions.begin() as session:
         for dest in ctx.settings.destinations.values():
-            ledger.sweep_expired_leases(session, dest.name, now=now, max_attempts=dest.max_attempts)
+            ledger.sweep_expired_leases(
+                session,
+                dest.name,
+                now=now,
+                max_attempts=dest.max_attempts,
+                notify=notify.target(dest, ctx.secrets),
+            )
         due = ledger.due_counts(session, now)
         polls = ledger.poll_due_counts(session, now)
         paused = ledger.pauses(session, now)
@@ -101,10 +142,48 @@ def sweep() -> dict[str, int]:
             app.send_task(
                 "leadrelay.poll",
                 args=[name],
-                queue=queue_name(name),
+                queue=kombu.Queue(queue_name(name)),  # type: ignore[arg-type]  # see wakeups
                 ignore_result=True,
             )
     return woken
+
+
+@app.task(name="leadrelay.notify", ignore_result=True, acks_late=True)
+def flush_events() -> dict[str, Any]:
+    """
+    Publish the settlement events waiting in the outbox, each to its upstream
+    app's task and queue, under the broker's epoch (read from the broker these
+    messages go to). Safe to run twice at once: each takes its own rows.
+    """
+    ctx = context.current()
+    try:
+        with app.producer_or_acquire() as producer:
+            epoch = notify.broker_epoch(producer.channel.client)
+            publish = partial(_publish, producer)
+            report = notify.flush(ctx.sessions, publish, epoch, clock=ctx.clock)
+    except (redis.RedisError, OperationalError) as exc:  # beat asks again in a second
+        log.warning(
+            "settlement events wait: the broker is away",
+            extra={"event": "notify.broker_away", "error": type(exc).__name__},
+        )
+        return {"failed": type(exc).__name__}
+    return {"sent": report.sent, "resent": report.resent, "deleted": report.deleted}
+
+
+def _publish(producer: kombu.Producer, task: str, queue: str, payload: Mapping[str, Any]) -> None:
+    """
+    One event to the upstream app's task: JSON, its one argument the payload. The
+    queue goes as a kombu Queue: with `task_create_missing_queues` off, a queue's
+    bare name must be one of ours, and the upstream app's is not.
+    """
+    app.send_task(
+        task,
+        args=[dict(payload)],
+        queue=kombu.Queue(queue),  # type: ignore[arg-type]  # Celery takes a Queue; its stubs say str
+        producer=producer,
+        serializer="json",
+        ignore_result=True,
+    )
 
 
 def _queue_empty(ctx: context.WorkerContext, queue: str) -> bool:
