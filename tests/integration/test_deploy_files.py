@@ -517,8 +517,10 @@ def test_the_image_is_multi_stage_slim_and_runs_as_a_user() -> None:
     assert users[-1].split(":")[0] not in ("root", "0")
     last_stage = dockerfile().rsplit("FROM ", 1)[1]
     assert "pip install" not in last_stage, "the run stage copies the build, installs nothing"
-    assert re.search(r"pip install \.\s*$", dockerfile(), re.M), "install from pyproject.toml"
-    assert "[dev]" not in dockerfile()
+    # the dependencies from the lock, every hash checked; then the project, adding none
+    assert re.search(r"pip install --require-hashes -r requirements\.txt\s*$", dockerfile(), re.M)
+    assert re.search(r"pip install --no-deps \.\s*$", dockerfile(), re.M), "the project, no deps"
+    assert "[dev]" not in dockerfile() and "requirements-dev" not in dockerfile()
 
 
 def copied_sources() -> list[str]:
