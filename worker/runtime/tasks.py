@@ -15,16 +15,18 @@ leadrelay.submit(...)       leadrelay.intake       a raw lead from an app withou
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, ParamSpec
 
 import kombu
 import redis
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError
+from sqlalchemy import exc as sa_exc
 
 from worker import intake, ledger
 from worker.config import queue_name
@@ -53,7 +55,39 @@ class RedactedRequest(Request):
         self._kwargsrepr = repr(redact_value(dict(self.kwargs)))
 
 
+P = ParamSpec("P")
+
+
+def ledger_may_be_away(task: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
+    """
+    A task that finds the ledger away (PostgreSQL restarting, a failover) logs one
+    warning and ends, instead of a traceback per run: what it would have done
+    waits in the ledger, and beat's next sweep (seconds away) starts it again.
+    Every lead stays where its last committed transaction left it.
+    """
+
+    @functools.wraps(task)
+    def run(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        try:
+            return task(*args, **kwargs)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            log.warning(
+                "the ledger is away: this run ends, the next sweep starts it again",
+                extra={"event": "ledger.away", "task": task.__name__, "error": _first_line(exc)},
+            )
+            return {"failed": "ledger away"}
+
+    return run
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's class and first line: the server's primary message, never a value."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 @app.task(name="leadrelay.deliver", ignore_result=True, acks_late=True)
+@ledger_may_be_away
 def deliver(destination: str) -> dict[str, Any]:
     """
     Drain due deliveries of one destination. Safe to run twice: the ledger decides.
@@ -69,6 +103,7 @@ def deliver(destination: str) -> dict[str, Any]:
 
 
 @app.task(name="leadrelay.poll", ignore_result=True, acks_late=True)
+@ledger_may_be_away
 def poll(destination: str) -> dict[str, Any]:
     """
     Ask the platform about leads it decides later; settle the decided ones.
@@ -114,7 +149,8 @@ def _summary(
 
 
 @app.task(name="leadrelay.sweep", ignore_result=True, acks_late=True)
-def sweep() -> dict[str, int]:
+@ledger_may_be_away
+def sweep() -> dict[str, Any]:
     """Expired leases back to due; a wake-up per destination with due work and an empty queue."""
     ctx = context.current()
     now = ctx.clock()
@@ -149,6 +185,7 @@ def sweep() -> dict[str, int]:
 
 
 @app.task(name="leadrelay.notify", ignore_result=True, acks_late=True)
+@ledger_may_be_away
 def flush_events() -> dict[str, Any]:
     """
     Publish the settlement events waiting in the outbox, each to its upstream
