@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import redis
 import typer
 from rich import box
 from rich.console import Console
@@ -32,6 +33,7 @@ from producers.client import Producer
 from producers.importer import count_lines, import_rows, read_rows
 from worker import ledger
 from worker.delivery.context import WorkerContext, build
+from worker.delivery.limiter import RedisLimiter
 from worker.errors import ConfigError, LeadRelayError
 from worker.leads import LeadState
 from worker.ledger import migrate, reports
@@ -257,10 +259,12 @@ def _stats(ctx: WorkerContext) -> list[dict[str, Any]]:
     with ctx.sessions() as session:
         found = reports.stats(session, now)
         paused = ledger.pauses(session, now)
+    learned = _learned_rates(ctx)
     rows = []
     for name in sorted(set(ctx.settings.destinations) | set(found)):
         s = found.get(name, reports.DestinationStats(name))
         pause = paused.get(name)
+        dest = ctx.settings.destinations.get(name)
         rows.append(
             {
                 "destination": name,
@@ -273,9 +277,29 @@ def _stats(ctx: WorkerContext) -> list[dict[str, Any]]:
                 if pause and pause.until
                 else ("indefinitely" if pause else None),
                 "paused_why": pause.reason if pause else None,
+                "rate": learned.get(name, dest.initial_rate if dest else None),
+                "rate_auto": name in learned,
             }
         )
     return rows
+
+
+def _learned_rates(ctx: WorkerContext) -> dict[str, float | None]:
+    """
+    The rate each `rate = "auto"` destination has learned, from the shared
+    limiter's Redis (None where Redis does not answer); the others are fixed.
+    """
+    learning = [d for d in ctx.settings.destinations.values() if d.rate_bounds]
+    if not learning:
+        return {}
+    client = redis.Redis.from_url(ctx.settings.limiter_url, socket_timeout=2)
+    try:
+        limiter = RedisLimiter(client)
+        return {d.name: limiter.learned(d) for d in learning}
+    except redis.RedisError:
+        return dict.fromkeys((d.name for d in learning), None)
+    finally:
+        client.close()
 
 
 #: the most terminal columns `stats --wide` takes
@@ -328,6 +352,8 @@ def _print_stats(data: list[dict[str, Any]], wide: bool) -> None:
         elif other:
             notes.append(f"{row['destination']}: also {other}")
         table.add_row(*cells)
+        if row["rate_auto"]:
+            notes.append(_learned_note(row))
         if row["paused_until"]:
             until = row["paused_until"]
             when = "until resumed" if until == "indefinitely" else f"until {until}"
@@ -344,6 +370,12 @@ def _print_stats(data: list[dict[str, Any]], wide: bool) -> None:
             "nothing to show: no destination is configured and the ledger holds no lead",
             markup=False,
         )
+
+
+def _learned_note(row: dict[str, Any]) -> str:
+    """The line under the table for a destination that learns its rate."""
+    rate = "unknown (Redis does not answer)" if row["rate"] is None else f"{row['rate']:.2f}/s"
+    return f"{row['destination']}: learned rate {rate}"
 
 
 @app.command()

@@ -8,16 +8,21 @@ and defaults (`worker.platforms.<name>`); `worker.settings` reads the file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import time, timedelta
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     PositiveFloat,
     PositiveInt,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,6 +40,36 @@ DEFAULT_GROUP = "default"
 CONTROL_GROUP = "control"
 #: a worker group's name: it becomes part of a Deployment's name, so DNS-label rules
 GROUP_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+
+
+def _rate(value: object) -> float | Literal["auto"]:
+    """A positive number (a `${VAR}` arrives as text) or "auto"; one error names both."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number) and number > 0:
+            return number
+    raise PydanticCustomError("rate", 'must be a positive number of requests/s, or "auto"')
+
+
+#: a destination's `rate`: requests/s, or "auto" to learn it between rate_floor and rate_ceiling
+Rate = Annotated[float | Literal["auto"], PlainValidator(_rate)]
+#: `rate_floor` when none is set, as a share of `rate_ceiling`
+FLOOR_SHARE = 1 / 20
+
+
+@dataclass(frozen=True, slots=True)
+class RateBounds:
+    """Where a learned rate lives (requests/s): never under `floor`, never over `ceiling`."""
+
+    floor: float
+    #: the rate it starts from, before the platform has said anything
+    start: float
+    ceiling: float
 
 
 class UnsetSecret(SecretStr):
@@ -73,8 +108,14 @@ class DestinationConfig(BaseModel):
     #: model narrows it to its own name (`platform: Literal["kuper"]`)
     platform: str
     base_url: str
-    #: requests per second, shared by every worker process and host
-    rate: PositiveFloat = 5.0
+    #: requests per second, shared by every worker process and host; "auto" learns it
+    #: from the platform's answers (worker.delivery.learned_rate), within the two below
+    rate: Rate = 5.0
+    #: with rate = "auto": the most requests/s it may learn (required), the fewest
+    #: (default: a twentieth of the ceiling), and where it starts (default: the floor)
+    rate_ceiling: PositiveFloat | None = Field(default=None, validate_default=True)
+    rate_floor: PositiveFloat | None = None
+    rate_start: PositiveFloat | None = None
     #: requests that may go at once after a quiet spell
     burst: PositiveInt = 1
     #: how much wider than 1/rate the limiter spaces requests: the time between our
@@ -121,6 +162,30 @@ class DestinationConfig(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("rate_ceiling")
+    @classmethod
+    def _ceiling_with_auto(cls, value: float | None, info: ValidationInfo) -> float | None:
+        learns = info.data.get("rate") == "auto"
+        if learns and value is None:
+            raise PydanticCustomError("rate_auto", 'required with rate = "auto"')
+        if not learns and value is not None and "rate" in info.data:
+            raise PydanticCustomError("rate_auto", 'only with rate = "auto"')
+        return value
+
+    @field_validator("rate_floor", "rate_start")
+    @classmethod
+    def _within_ceiling(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None or "rate" not in info.data:
+            return value
+        if info.data["rate"] != "auto":
+            raise PydanticCustomError("rate_auto", 'only with rate = "auto"')
+        ceiling, floor = info.data.get("rate_ceiling"), info.data.get("rate_floor")
+        if ceiling is not None and value > ceiling:
+            raise PydanticCustomError("rate_auto", f"must not exceed rate_ceiling ({ceiling:g})")
+        if info.field_name == "rate_start" and floor is not None and value < floor:
+            raise PydanticCustomError("rate_auto", f"must not be under rate_floor ({floor:g})")
+        return value
+
     @model_validator(mode="after")
     def _notify_pair(self) -> DestinationConfig:
         if (self.notify_task is None) != (self.notify_queue is None):
@@ -132,6 +197,24 @@ class DestinationConfig(BaseModel):
         """One error per secret whose environment variable is not set (none: ready to send)."""
         values = (getattr(self, name) for name in type(self).model_fields)
         return [v.error() for v in values if isinstance(v, UnsetSecret)]
+
+    @property
+    def rate_bounds(self) -> RateBounds | None:
+        """The bounds of a learned rate; None for a fixed one."""
+        if not isinstance(self.rate, str) or self.rate_ceiling is None:
+            return None
+        floor = self.rate_floor or self.rate_ceiling * FLOOR_SHARE
+        if self.rate_start is None:
+            return RateBounds(floor=floor, start=floor, ceiling=self.rate_ceiling)
+        # a start under the default floor lowers it (an explicit floor is checked above)
+        return RateBounds(min(floor, self.rate_start), self.rate_start, self.rate_ceiling)
+
+    @property
+    def initial_rate(self) -> float:
+        """The requests/s before any answer: the fixed rate, or a learned rate's start."""
+        if isinstance(self.rate, str):
+            return self.rate_bounds.start if self.rate_bounds else 0.0
+        return self.rate
 
     @property
     def queue(self) -> str:

@@ -36,6 +36,11 @@ def window_key(scope: str) -> str:
     return f"{PREFIX}:window:{scope}"
 
 
+def learned_key(scope: str) -> str:
+    """The learned rate of one quota scope (`rate = "auto"`): a hash every worker moves."""
+    return f"{PREFIX}:learned:{scope}"
+
+
 def quota_key(destination: str, day: str) -> str:
     """Requests sent to a destination on one local day (its daily quota)."""
     return f"{PREFIX}:quota:{destination}:{day}"

@@ -14,10 +14,14 @@ status for ops. One call is:
    fetched inside it, under the same slot, and a refused or unavailable
    token is read here;
 4. the destination's timeout, and transport errors read into the
-   `Exchange` (not sent, or sent and the answer lost: in doubt).
+   `Exchange` (not sent, or sent and the answer lost: in doubt);
+5. for a destination that learns its rate (`rate = "auto"`), the answer
+   told to the limiter: a 429/503 cuts the shared rate, any other answer
+   below 500 lets it climb; no answer or another 5xx says nothing of it.
 
-The time slept for a slot and each request's time and class of answer go
-to the metrics here, so every kind of call is counted once.
+The time slept for a slot, each request's time and class of answer, and a
+learned rate as it moves go to the metrics here, so every kind of call is
+counted once.
 
 `read` applies an adapter's parser with the common net: a refused token
 pauses the destination, no answer is a failure, and a parser that raises is a
@@ -44,7 +48,7 @@ from sqlalchemy.orm import Session
 from worker import ledger
 from worker.config import DestinationConfig
 from worker.delivery.context import WorkerContext
-from worker.delivery.limiter import Grant
+from worker.delivery.limiter import THROTTLE_STATUSES, Grant
 from worker.errors import AuthRefused, TokenUnavailable
 from worker.ops import metrics
 from worker.ops.redact import redact_answer, redact_request, redact_text
@@ -130,9 +134,24 @@ def call(
     try:
         if quota and not turn.ctx.limiter.spend_quota(turn.dest, turn.now()):
             return QuotaSpent()
-        return _send(turn, request, kind)
+        exchange = _send(turn, request, kind)
+        _learn(turn, grant, exchange)
+        return exchange
     finally:
         turn.ctx.limiter.release(turn.dest, grant.holder)
+
+
+def _learn(turn: Turn, grant: Grant, exchange: Exchange) -> None:
+    """Tell a learned rate how the platform took the request, and show where it stands."""
+    if turn.dest.rate_bounds is None or exchange.response is None:
+        return
+    status = exchange.response.status_code
+    throttled = status in THROTTLE_STATUSES
+    if status >= 500 and not throttled:
+        return
+    rate = turn.ctx.limiter.learn(turn.dest, grant, throttled=throttled)
+    if rate is not None:
+        metrics.set_rate_limit(turn.dest.name, rate)
 
 
 def _slot(turn: Turn) -> Grant:

@@ -6,6 +6,9 @@ quota, so every worker asks Redis instead (`limiter.lua`, one atomic script):
 a GCRA token bucket per quota scope (`DestinationConfig.limiter_scope`: per
 account, or per egress IP for Calltouch), an in-flight cap per destination,
 and a cooldown per quota scope set by a 429/503 that every worker honours.
+With `rate = "auto"` the bucket's rate is the scope's learned rate, read in
+the same step and moved by each answer (`learn`, `limiter_learn.lua`; the
+algorithm is `worker.delivery.learned_rate`).
 
 `MemoryLimiter` is the same algorithm inside one process, for the embedded
 demo only; it is not shared and says so. One test suite runs against both.
@@ -27,8 +30,17 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from worker.config import DestinationConfig
-from worker.keys import cooldown_key, inflight_key, quota_key, tat_key, window_key
+from worker.config import DestinationConfig, RateBounds
+from worker.delivery import learned_rate
+from worker.delivery.learned_rate import LearnedRate
+from worker.keys import (
+    cooldown_key,
+    inflight_key,
+    learned_key,
+    quota_key,
+    tat_key,
+    window_key,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,8 @@ class Grant:
     wait: timedelta
     why: str = ""
     holder: str = ""
+    #: when the slot was granted, ms on the limiter's clock (what `learn` is told)
+    at: int = 0
 
     @property
     def granted(self) -> bool:
@@ -51,6 +65,10 @@ class Limiter(Protocol):
 
     def release(self, dest: DestinationConfig, holder: str) -> None: ...
 
+    def learn(self, dest: DestinationConfig, grant: Grant, *, throttled: bool) -> float | None: ...
+
+    def learned(self, dest: DestinationConfig) -> float | None: ...
+
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None: ...
 
     def cooldown_left(self, dest: DestinationConfig) -> timedelta: ...
@@ -59,8 +77,11 @@ class Limiter(Protocol):
 
 
 def _interval_ms(dest: DestinationConfig) -> int:
-    """The GCRA emission interval: 1/rate, widened by the destination's rate_margin."""
-    return max(1, round(1000 * (1 + dest.rate_margin) / dest.rate))
+    """
+    The GCRA emission interval: 1/rate, widened by the destination's rate_margin
+    (for a learned rate, its start's; limiter.lua spaces by the rate learned so far).
+    """
+    return max(1, round(1000 * (1 + dest.rate_margin) / dest.initial_rate))
 
 
 def _lease_ms(dest: DestinationConfig) -> int:
@@ -70,11 +91,27 @@ def _lease_ms(dest: DestinationConfig) -> int:
 def window(dest: DestinationConfig) -> tuple[int, int]:
     """
     The platform's window as (ms, requests): `rate` requests a second, or for a
-    rate under 1/s, one request every 1/rate seconds.
+    rate under 1/s, one request every 1/rate seconds. For a learned rate, the
+    widest its window can be (at the floor): the script reads the rest.
     """
-    if dest.rate >= 1:
-        return 1000, int(dest.rate)
-    return round(1000 / dest.rate), 1
+    rate = dest.rate_bounds.floor if dest.rate_bounds else dest.initial_rate
+    if rate >= 1:
+        return 1000, int(rate)
+    return round(1000 / rate), 1
+
+
+#: how long a scope's learned rate outlives its last change (then it starts again)
+LEARNED_TTL_MS = 7 * 86_400_000
+#: the answers that say "slower": they cut a learned rate
+THROTTLE_STATUSES = frozenset({429, 503})
+
+
+def _learned_args(dest: DestinationConfig) -> list[str | float]:
+    """limiter.lua's ARGV[8:]: "auto" and the bounds for a learned rate; nothing read else."""
+    bounds = dest.rate_bounds
+    if bounds is None:
+        return ["", 0, 0, 0, 0]
+    return ["auto", dest.rate_margin, bounds.floor, bounds.start, bounds.ceiling]
 
 
 def quota_day(dest: DestinationConfig, now: datetime) -> str:
@@ -114,16 +151,20 @@ class RedisLimiter:
         self._release = client.register_script(
             scripts.joinpath("limiter_release.lua").read_text("utf-8")
         )
+        self._learn = client.register_script(
+            scripts.joinpath("limiter_learn.lua").read_text("utf-8")
+        )
 
     def acquire(self, dest: DestinationConfig) -> Grant:
         holder = uuid.uuid4().hex
         window_ms, window_limit = window(dest)
-        wait_ms, why = self._acquire(
+        wait_ms, why, *granted_at = self._acquire(
             keys=[
                 tat_key(dest.limiter_scope),
                 cooldown_key(dest.limiter_scope),
                 inflight_key(dest.name),
                 window_key(dest.limiter_scope),
+                learned_key(dest.limiter_scope),
             ],
             args=[
                 _interval_ms(dest),
@@ -133,12 +174,13 @@ class RedisLimiter:
                 holder,
                 window_ms,
                 window_limit,
+                *_learned_args(dest),
             ],
         )
         if int(wait_ms) > 0:
             reason = why.decode() if isinstance(why, bytes) else str(why)
             return Grant(timedelta(milliseconds=int(wait_ms)), reason)
-        return Grant(timedelta(0), "", holder)
+        return Grant(timedelta(0), "", holder, int(granted_at[0]))
 
     def release(self, dest: DestinationConfig, holder: str) -> None:
         """The request got its answer (or failed): free its slot, start its window's end."""
@@ -146,6 +188,39 @@ class RedisLimiter:
             keys=[inflight_key(dest.name), window_key(dest.limiter_scope)],
             args=[holder, window(dest)[0]],
         )
+
+    def learn(self, dest: DestinationConfig, grant: Grant, *, throttled: bool) -> float | None:
+        """
+        The request of `grant` got an answer, a 429/503 when `throttled`: move the
+        scope's learned rate and return it. A fixed rate learns nothing (None, no I/O).
+        """
+        bounds = dest.rate_bounds
+        if bounds is None:
+            return None
+        rate = self._learn(
+            keys=[learned_key(dest.limiter_scope)],
+            args=[
+                "1" if throttled else "0",
+                grant.at,
+                bounds.floor,
+                bounds.start,
+                bounds.ceiling,
+                learned_rate.DECREASE,
+                learned_rate.RECOVER,
+                learned_rate.PROBE,
+                learned_rate.NEAR,
+                LEARNED_TTL_MS,
+            ],
+        )
+        return float(rate)
+
+    def learned(self, dest: DestinationConfig) -> float | None:
+        """The scope's learned rate now (its start before any answer); None for a fixed rate."""
+        bounds = dest.rate_bounds
+        if bounds is None:
+            return None
+        rate = self.redis.hget(learned_key(dest.limiter_scope), "rate")
+        return LearnedRate(float(rate) if rate else bounds.start).within(bounds).rate
 
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
         """
@@ -214,11 +289,12 @@ class MemoryLimiter:
         self._inflight: dict[str, dict[str, int]] = {}
         self._window: dict[str, dict[str, int]] = {}
         self._quota: dict[tuple[str, str], tuple[int, int]] = {}
+        self._learned: dict[str, LearnedRate] = {}
 
     def acquire(self, dest: DestinationConfig) -> Grant:
-        scope, interval, lease = dest.limiter_scope, _interval_ms(dest), _lease_ms(dest)
-        window_ms, window_limit = window(dest)
+        scope, lease = dest.limiter_scope, _lease_ms(dest)
         with self._lock:
+            interval, window_ms, window_limit = self._spacing(dest)
             now = _clock_ms()
             cooling = self._cooldown.get(scope, 0) - now
             if cooling > 0:
@@ -241,7 +317,19 @@ class MemoryLimiter:
             holder = uuid.uuid4().hex
             flying[holder] = now + lease
             counted[holder] = now + lease
-            return Grant(timedelta(0), "", holder)
+            return Grant(timedelta(0), "", holder, now)
+
+    def _spacing(self, dest: DestinationConfig) -> tuple[int, int, int]:
+        """(interval ms, window ms, window requests): the fixed rate's, or the learned one's."""
+        bounds = dest.rate_bounds
+        if bounds is None:
+            return _interval_ms(dest), *window(dest)
+        return learned_rate.spacing(self._learned_in(dest, bounds).rate, dest.rate_margin)
+
+    def _learned_in(self, dest: DestinationConfig, bounds: RateBounds) -> LearnedRate:
+        """The scope's learned rate, within `bounds` (its start before any answer)."""
+        state = self._learned.get(dest.limiter_scope) or LearnedRate.start(bounds)
+        return state.within(bounds)
 
     def release(self, dest: DestinationConfig, holder: str) -> None:
         """As limiter_release.lua: out of flight; its window place ends window_ms from now."""
@@ -250,6 +338,28 @@ class MemoryLimiter:
             counted = self._window.get(dest.limiter_scope, {})
             if holder in counted:  # ZADD XX: only a holder the window still counts
                 counted[holder] = _clock_ms()
+
+    def learn(self, dest: DestinationConfig, grant: Grant, *, throttled: bool) -> float | None:
+        """As limiter_learn.lua: move the scope's learned rate (None for a fixed rate)."""
+        bounds = dest.rate_bounds
+        if bounds is None:
+            return None
+        with self._lock:
+            state = self._learned_in(dest, bounds)
+            if throttled:
+                state = state.throttled(bounds, grant.at, _clock_ms())
+            else:
+                state = state.answered(bounds, grant.at)
+            self._learned[dest.limiter_scope] = state
+            return state.rate
+
+    def learned(self, dest: DestinationConfig) -> float | None:
+        """The scope's learned rate now; None for a fixed rate."""
+        bounds = dest.rate_bounds
+        if bounds is None:
+            return None
+        with self._lock:
+            return self._learned_in(dest, bounds).rate
 
     def cool_down(self, dest: DestinationConfig, wait: timedelta) -> None:
         """Hold `dest`'s scope off for `wait`, unless a longer cooldown is already set."""

@@ -96,7 +96,7 @@ from pydantic import (
     model_validator,
 )
 
-from worker.config import DestinationConfig
+from worker.config import DestinationConfig, Rate
 from worker.errors import PlatformContractError
 from worker.leads import Delivery, LeadState
 from worker.outcomes import (
@@ -163,7 +163,7 @@ class SalesmanDestination(DestinationConfig):
     platform: Literal["salesman"]
     login: str = Field(min_length=1)
     api_key: SecretStr
-    rate: float = Field(default=1.0, gt=0)
+    rate: Rate = 1.0
     burst: int = Field(default=1, ge=1)
     concurrency: int = Field(default=1, ge=1)
     batch_size: int = 1

@@ -205,4 +205,4 @@ def _start_metrics(sender: Any = None, **_: Any) -> None:
     settings = _explicit[0] if _explicit else get_settings()
     queues = list(sender.app.amqp.queues.consume_from) if sender is not None else []
     for dest in served(settings, queues):
-        metrics.set_rate_limit(dest.name, dest.rate)
+        metrics.set_rate_limit(dest.name, dest.initial_rate)
