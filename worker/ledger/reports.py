@@ -7,12 +7,12 @@ Every query here is the same on PostgreSQL and SQLite. Answers are values
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.orm import Session
 
 from worker.leads import DUE_STATES, LeadState
@@ -48,8 +48,8 @@ class DestinationStats:
 def stats(session: Session, now: datetime) -> dict[str, DestinationStats]:
     """Deliveries per destination and state, the oldest due one, and recent settling rates."""
     states = _states(session)
-    oldest = _oldest_due(session, now)
-    settled = _settled(session, now)
+    oldest = _oldest_due(session, states.keys(), now)
+    settled = _settled(session, states.keys(), now)
     return {
         dest: DestinationStats(
             destination=dest,
@@ -73,31 +73,62 @@ def _states(session: Session) -> dict[str, dict[str, int]]:
     return out
 
 
-def _oldest_due(session: Session, now: datetime) -> dict[str, float]:
-    rows = session.execute(
-        select(DeliveryRow.destination, func.min(DeliveryRow.due_at))
+def _oldest_due(session: Session, destinations: Iterable[str], now: datetime) -> dict[str, float]:
+    """
+    Seconds since each destination's oldest due delivery fell due: one statement,
+    the first entry of each (destination, due state) range of ix_deliveries_due.
+    A min() grouped by destination reads every due row instead (the whole backlog).
+    """
+    pairs = [(name, state) for name in sorted(destinations) for state in sorted(DUE_STATES)]
+    if not pairs:
+        return {}
+    firsts = session.execute(select(*(_first_due(n, s, now) for n, s in pairs))).one()
+    oldest: dict[str, datetime] = {}
+    for (name, _), when in zip(pairs, firsts, strict=True):
+        if when is not None and (name not in oldest or when < oldest[name]):
+            oldest[name] = when
+    return {name: max(0.0, (now - when).total_seconds()) for name, when in oldest.items()}
+
+
+def _first_due(destination: str, state: str, now: datetime) -> ScalarSelect[datetime | None]:
+    """The due time of `destination`'s oldest due delivery in `state`, or NULL: one index entry."""
+    return (
+        select(DeliveryRow.due_at)
         .where(
-            DeliveryRow.state.in_([str(s) for s in DUE_STATES]),
+            DeliveryRow.destination == destination,
+            DeliveryRow.state == state,
             DeliveryRow.due_at <= now,
         )
-        .group_by(DeliveryRow.destination)
+        .order_by(DeliveryRow.due_at)
+        .limit(1)
+        .scalar_subquery()
     )
-    # min() keeps the column's type, so SQLite's due times come back aware too
-    return {d: max(0.0, (now - oldest).total_seconds()) for d, oldest in rows if oldest is not None}
 
 
-def _settled(session: Session, now: datetime) -> dict[str, tuple[int, int]]:
-    """Deliveries settled per destination: (in the last minute, in the last hour)."""
-    rows = session.execute(
-        select(
-            DeliveryRow.destination,
-            func.count().filter(DeliveryRow.settled_at >= now - timedelta(minutes=1)),
-            func.count(),
-        )
-        .where(DeliveryRow.settled_at >= now - timedelta(hours=1))
-        .group_by(DeliveryRow.destination)
+def _settled(
+    session: Session, destinations: Iterable[str], now: datetime
+) -> dict[str, tuple[int, int]]:
+    """
+    Deliveries settled per destination: (in the last minute, in the last hour), each
+    a range count of ix_deliveries_settled (destination, settled_at). One count
+    grouped by destination would read every settled row, or sort the hour's rows.
+    """
+    names = sorted(destinations)
+    if not names:
+        return {}
+    spans = (timedelta(minutes=1), timedelta(hours=1))
+    counts = session.execute(
+        select(*(_settled_since(name, now - span) for name in names for span in spans))
+    ).one()
+    return {name: (int(counts[2 * i]), int(counts[2 * i + 1])) for i, name in enumerate(names)}
+
+
+def _settled_since(destination: str, since: datetime) -> ScalarSelect[int]:
+    return (
+        select(func.count())
+        .where(DeliveryRow.destination == destination, DeliveryRow.settled_at >= since)
+        .scalar_subquery()
     )
-    return {d: (int(minute), int(hour)) for d, minute, hour in rows}
 
 
 #: the most deliveries `backlog` counts; past it the count stops, and says so
@@ -137,14 +168,7 @@ def backlog(session: Session, destination: str, now: datetime, cap: int = BACKLO
         )
         .scalar_subquery()
     )
-    oldest = [
-        select(DeliveryRow.due_at)
-        .where(mine, DeliveryRow.state == state, DeliveryRow.due_at <= now)
-        .order_by(DeliveryRow.due_at)
-        .limit(1)
-        .scalar_subquery()
-        for state in states
-    ]
+    oldest = [_first_due(destination, state, now) for state in states]
     count, *firsts = session.execute(select(waiting, *oldest)).one()
     due = [when for when in firsts if when is not None]
     return Backlog(

@@ -282,10 +282,14 @@ def claim_due(
     deduplication, and the longer it waits behind fresh leads, the deeper newer
     leads bury it in the platform's list, until the lookup cannot reach it. Two
     passes, each an index walk that stops at its limit: the in-doubt rows by
-    their partial index (ix_deliveries_in_doubt_due), then the others by
-    ix_deliveries_due; one ORDER BY in_doubt over both would sort the whole due
-    backlog on every claim. A send claim moves them to `sending`; a poll claim
-    (`keep_state`) leaves their state and only takes the lease.
+    their partial index (ix_deliveries_in_doubt_due), then the others of a send
+    claim by ix_deliveries_claim, which holds them in (due_at, id) order; one
+    ORDER BY in_doubt over both, or the second pass over ix_deliveries_due
+    (no due order across two states), would sort the whole due backlog on every
+    claim. A poll claim's states have no such index: it reads the due ranges of
+    ix_deliveries_due and sorts what is due for a look.
+    A send claim moves them to `sending`; a poll claim (`keep_state`) leaves
+    their state and only takes the lease.
     """
     claimed: list[Delivery] = []
     for doubt in (db.flag_is(DeliveryRow.in_doubt, True), db.flag_is(DeliveryRow.in_doubt, False)):
@@ -304,7 +308,17 @@ def _due(
         .where(
             doubt,
             DeliveryRow.destination == destination,
-            DeliveryRow.state.in_([str(s) for s in states]),
+            # literals, sorted, as ix_deliveries_claim's WHERE writes them (DUE_STATES_SQL):
+            # SQLite matches a partial index to the same terms only, and PostgreSQL
+            # proves nothing from parameters once it plans a prepared claim generically
+            DeliveryRow.state.in_(
+                bindparam(
+                    "claim_states",
+                    sorted(str(s) for s in states),
+                    expanding=True,
+                    literal_execute=True,
+                )
+            ),
             DeliveryRow.due_at <= now,
             or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
         )

@@ -41,6 +41,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from worker.leads import DUE_STATES
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every dialect (SQLite keeps no zone of its own)."""
@@ -61,6 +63,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+
+#: DUE_STATES as the WHERE of the claim's partial index (ix_deliveries_claim) writes them,
+#: in the same order the claim's filter renders them (store._due): SQLite takes a partial
+#: index only for a query that repeats its WHERE's terms exactly
+DUE_STATES_SQL = "state IN ({})".format(", ".join(f"'{s}'" for s in sorted(DUE_STATES)))
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 # SQLite autoincrements INTEGER PRIMARY KEY only, PostgreSQL wants BIGINT for the long run.
@@ -107,6 +114,18 @@ class DeliveryRow(Base):
     __table_args__ = (
         # claims, sweeps and counts all filter on destination and state first
         Index("ix_deliveries_due", "destination", "state", "due_at"),
+        # a send claim's fresh rows (store.claim_due, second pass) in the order it takes them:
+        # one walk that stops at the claim's limit. ix_deliveries_due gives no due order
+        # across two states, so there each claim read and sorted the whole backlog
+        # (1,000,000 due rows: 435 ms a claim)
+        Index(
+            "ix_deliveries_claim",
+            "destination",
+            "due_at",
+            "id",
+            postgresql_where=text(f"{DUE_STATES_SQL} AND NOT in_doubt"),
+            sqlite_where=text(f"{DUE_STATES_SQL} AND in_doubt = 0"),
+        ),
         # the in-doubt rows claims take first (store.claim_due): few, so a partial index
         Index(
             "ix_deliveries_in_doubt_due",
@@ -117,6 +136,15 @@ class DeliveryRow(Base):
             sqlite_where=text("in_doubt = 1"),
         ),
         UniqueConstraint("lead_id", "stage", name="uq_deliveries_lead_stage"),
+        # stats' and every /metrics scrape's settling rates: a range count per destination
+        # of the last hour's settled rows; the pending ones (no settled_at) cost it nothing
+        Index(
+            "ix_deliveries_settled",
+            "destination",
+            "settled_at",
+            postgresql_where=text("settled_at IS NOT NULL"),
+            sqlite_where=text("settled_at IS NOT NULL"),
+        ),
         Index(
             "ix_deliveries_external_id",
             "external_id",
