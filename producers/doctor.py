@@ -39,9 +39,9 @@ import redis
 
 from worker import keys
 from worker.config import CONTROL_QUEUE, INTAKE_QUEUE, group_queues
-from worker.errors import ConfigError, LeadRelayError
+from worker.errors import ConfigError, LeadRelayError, first_line
 from worker.leads import LeadState
-from worker.ledger.migrate import SchemaState
+from worker.ledger.migrate import SchemaState, shown_url
 from worker.settings import Settings, load
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -159,7 +159,7 @@ class Doctor:
                 with _redis(url) as client:
                     client.ping()
             except redis.RedisError as exc:
-                failed.append(f"{role} at {_shown_redis(url)}: {_why(exc)}")
+                failed.append(f"{role} at {shown_url(url)}: {first_line(exc)}")
         if failed:
             return Check("redis", "fail", "Redis does not answer", failed)
         self.redis_ok = True
@@ -301,18 +301,6 @@ def _redis(url: str) -> redis.Redis[bytes]:
     return redis.Redis.from_url(
         url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
     )
-
-
-def _shown_redis(url: str) -> str:
-    from worker.ledger.migrate import shown_url
-
-    return shown_url(url)
-
-
-def _why(exc: BaseException) -> str:
-    """An error's class and first line: enough to act on, nothing a password could hide in."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def run(**kwargs: Any) -> list[Check]:

@@ -86,3 +86,13 @@ class TokenUnavailable(LeadRelayError):
 
 class LedgerUnavailable(LeadRelayError):
     """The ledger database did not answer, even after retrying."""
+
+
+def first_line(exc: BaseException) -> str:
+    """
+    An error's class and the first line of its text (a driver's own error where
+    SQLAlchemy wraps one): enough to act on. Our engines cut a server's error to
+    its primary message, so no line of it quotes a value.
+    """
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -77,7 +77,7 @@ class AsyncApi:
         return self.run(lambda p: p.submit_many(destination, leads))
 
     def close(self) -> None:
-        pass
+        """Nothing is held between calls: each opened and closed its own producer."""
 
 
 Api = SyncApi | AsyncApi

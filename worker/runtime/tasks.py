@@ -32,6 +32,7 @@ from worker import intake, ledger
 from worker.config import queue_name
 from worker.delivery import context, notify, polling
 from worker.delivery import loop as delivery
+from worker.errors import first_line
 from worker.ops.redact import redact_value
 from worker.runtime.app import app
 from worker.runtime.wakeups import wake
@@ -73,17 +74,11 @@ def ledger_may_be_away(task: Callable[P, dict[str, Any]]) -> Callable[P, dict[st
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             log.warning(
                 "the ledger is away: this run ends, the next sweep starts it again",
-                extra={"event": "ledger.away", "task": task.__name__, "error": _first_line(exc)},
+                extra={"event": "ledger.away", "task": task.__name__, "error": first_line(exc)},
             )
             return {"failed": "ledger away"}
 
     return run
-
-
-def _first_line(exc: BaseException) -> str:
-    """The error's class and first line: the server's primary message, never a value."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 @app.task(name="leadrelay.deliver", ignore_result=True, acks_late=True)
