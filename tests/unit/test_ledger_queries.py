@@ -17,7 +17,7 @@ import pytest
 import worker.ledger
 
 LEDGER = Path(worker.ledger.__file__).parent
-QUERY_MODULES = ("store.py", "reports.py", "status.py", "outbox.py", "aio.py")
+QUERY_MODULES = ("store.py", "reports.py", "status.py", "outbox.py", "aio.py", "counts.py")
 DIALECT_IMPORTS = ("sqlalchemy.dialects", "psycopg")
 
 

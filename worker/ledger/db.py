@@ -40,9 +40,11 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
+from sqlalchemy.sql.base import Executable
 
 from worker.ledger.tables import Base
 
@@ -230,3 +232,27 @@ def update_returning_joined(
         for r in session.execute(select(key, *joined).where(key.in_({o[ref] for o in own})))
     }
     return [{**o, **others[o[ref]]} for o in own]
+
+
+def plan_each_time(session: Session) -> None:
+    """
+    Plan the rest of this transaction's statements for their own parameters and the
+    tables as they are now (PostgreSQL; SQLite plans each statement anyway).
+
+    psycopg prepares a statement from its fifth run, and PostgreSQL then keeps a
+    generic plan, costed against the table as it was then. A file import into a
+    new ledger prepares its key lookup while `leads` is nearly empty: the plan is a
+    sequential scan, and it stays one as the table grows (until an ANALYZE, which a
+    ledger without autovacuum never gets), so each lookup reads the whole table. A
+    custom plan costs a millisecond of planning and sees the table's real size.
+    `SET LOCAL` ends with the transaction, so a transaction pooler is safe with it.
+    """
+    if _on_postgresql(session):
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
+def run_on_postgresql(session: Session, statement: Executable) -> int:
+    """Run `statement` on PostgreSQL (its row count), nothing on SQLite (0)."""
+    if not _on_postgresql(session):
+        return 0
+    return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.orm import Session
 
 from worker.leads import DUE_STATES, LeadState
+from worker.ledger import counts
 from worker.ledger.tables import (
     AttemptResultRow,
     AttemptRow,
@@ -63,14 +64,8 @@ def stats(session: Session, now: datetime) -> dict[str, DestinationStats]:
 
 
 def _states(session: Session) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for dest, state, n in session.execute(
-        select(DeliveryRow.destination, DeliveryRow.state, func.count()).group_by(
-            DeliveryRow.destination, DeliveryRow.state
-        )
-    ):
-        out.setdefault(dest, {})[state] = int(n)
-    return out
+    """Deliveries per destination and state, from the counts the ledger keeps (`counts`)."""
+    return counts.by_state(session)
 
 
 def _oldest_due(session: Session, destinations: Iterable[str], now: datetime) -> dict[str, float]:

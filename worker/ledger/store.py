@@ -84,6 +84,8 @@ def insert_leads(
     A lead whose (destination, idempotency_key) exists already is not stored
     again: its existing id comes back with created=False.
     """
+    if any(lead.idempotency_key is not None for lead in leads):
+        db.plan_each_time(session)
     out: list[tuple[str, bool]] = []
     for start in range(0, len(leads), CHUNK):
         out += _insert_chunk(session, leads[start : start + CHUNK], now)

@@ -14,6 +14,8 @@ The ledger's tables, as SQLAlchemy 2 typed ORM classes.
 * `outbox`          settlement events for upstream apps, written in the settlement's own
                     transaction and published to Celery afterwards (`worker.delivery.notify`);
                     sent rows are kept a day, so a wiped broker can be given them again
+* `delivery_counts` deliveries by destination and state, kept by triggers (migration 0006),
+  `delivery_count_changes`  with PostgreSQL's not yet folded in: what `stats` and /metrics read
 
 All times are timezone-aware UTC; SQLite stores them naive, `UTCDateTime` restores the zone.
 """
@@ -220,6 +222,31 @@ class PauseRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     since: Mapped[datetime]
     until: Mapped[datetime | None]  # None: until ops resume it
+
+
+class DeliveryCountRow(Base):
+    """How many deliveries of a destination are in a state, as of the last fold."""
+
+    __tablename__ = "delivery_counts"
+
+    destination: Mapped[str] = mapped_column(String(63), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeliveryCountChangeRow(Base):
+    """
+    What one statement did to a (destination, state) count, on PostgreSQL: appended by
+    the trigger, so settlements never queue on a shared counter row; folded into
+    `delivery_counts` by the sweeper.
+    """
+
+    __tablename__ = "delivery_count_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(63))
+    state: Mapped[str] = mapped_column(String(20))
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class OutboxRow(Base):

@@ -33,6 +33,7 @@ from worker.config import queue_name
 from worker.delivery import context, notify, polling
 from worker.delivery import loop as delivery
 from worker.errors import first_line
+from worker.ledger import counts
 from worker.ops.redact import redact_value
 from worker.runtime.app import app
 from worker.runtime.wakeups import wake
@@ -146,7 +147,10 @@ def _summary(
 @app.task(name="leadrelay.sweep", ignore_result=True, acks_late=True)
 @ledger_may_be_away
 def sweep() -> dict[str, Any]:
-    """Expired leases back to due; a wake-up per destination with due work and an empty queue."""
+    """
+    Expired leases back to due; the ledger's delivery counts folded; a wake-up per
+    destination with due work and an empty queue.
+    """
     ctx = context.current()
     now = ctx.clock()
     woken: dict[str, int] = {}
@@ -159,6 +163,7 @@ def sweep() -> dict[str, Any]:
                 max_attempts=dest.max_attempts,
                 notify=notify.target(dest, ctx.secrets),
             )
+        counts.fold(session)
         due = ledger.due_counts(session, now)
         polls = ledger.poll_due_counts(session, now)
         paused = ledger.pauses(session, now)
