@@ -650,7 +650,12 @@ def purge(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Remove the personal data of settled leads older than the retention period."""
+    """
+    Remove the personal data of settled leads older than the retention period, and
+    delete whole the settled leads of each destination with `keep_days`.
+    """
+    from worker.ledger.retention import Removed, delete_settled
+
     with context() as ctx:
         keep = ctx.settings.retention_days if days is None else days
         if keep < 0:
@@ -658,11 +663,36 @@ def purge(
         now = ctx.clock()
         with ctx.sessions.begin() as session:
             purged = ledger.purge_personal_data(session, before=now - timedelta(days=keep), now=now)
+        shown = [0.0]
+
+        def progress(removed: Removed) -> None:  # a line a second at most, on stderr
+            if not as_json and time.monotonic() - shown[0] >= 1.0:
+                shown[0] = time.monotonic()
+                err.print(
+                    f"{removed.destination}: {removed.leads:,} lead(s) and"
+                    f" {removed.attempts:,} exchange(s) deleted so far"
+                )
+
+        deleted: dict[str, dict[str, int]] = {}
+        for dest in ctx.settings.destinations.values():
+            if dest.keep_days is None:
+                continue
+            removed = delete_settled(
+                ctx.sessions,
+                dest.name,
+                before=now - timedelta(days=dest.keep_days),
+                progress=progress,
+            )
+            deleted[dest.name] = {"leads": removed.leads, "attempts": removed.attempts}
     if as_json:
-        emit(json.dumps({"purged": purged, "kept_days": keep}))
-    else:
+        emit(json.dumps({"purged": purged, "kept_days": keep, "deleted": deleted}))
+        return
+    out.print(f"removed the personal data of {purged} lead(s) settled more than {keep} day(s) ago")
+    for name, n in deleted.items():
+        kept = ctx.settings.destinations[name].keep_days
         out.print(
-            f"removed the personal data of {purged} lead(s) settled more than {keep} day(s) ago"
+            f"{name}: deleted {n['leads']:,} lead(s) settled more than {kept} day(s) ago,"
+            f" and {n['attempts']:,} exchange(s) that carried only those"
         )
 
 

@@ -151,6 +151,10 @@ class DestinationConfig(BaseModel):
     notify_task: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
     #: the queue that task listens on; required with `notify_task`
     notify_queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
+    #: days a settled lead stays in the ledger after its last delivery settled; then
+    #: the lead, its deliveries and the exchanges that carried only it are deleted
+    #: (the hourly retention run, and `leadrelay purge`). None: kept for good
+    keep_days: PositiveInt | None = None
     #: the workers that drain this destination: those started with
     #: LEADRELAY_WORKER_GROUP set to this name (one Deployment per group)
     worker_group: str = Field(default=DEFAULT_GROUP, pattern=GROUP_PATTERN)

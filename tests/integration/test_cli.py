@@ -24,7 +24,8 @@ def run_cli(
     ledger_url: str, redis_url: str, tmp_path: Path
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
     config = write_config(
-        tmp_path / "leadrelay.toml", {"kuper-cli": kuper_table("http://127.0.0.1:9")}
+        tmp_path / "leadrelay.toml",
+        {"kuper-cli": {**kuper_table("http://127.0.0.1:9"), "keep_days": 30}},
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADRELAY_")}
     env.update(
@@ -186,13 +187,45 @@ def test_purge_empties_the_payload_of_settled_leads_past_retention_only(
             "(SELECT id FROM deliveries ORDER BY id LIMIT 2)"
         )
     result = json.loads(run_cli("purge", "--days", "90", "--json").stdout)
-    assert result == {"purged": 2, "kept_days": 90}
+    # settled but with no settling time: nothing for retention to go by, so nothing deleted
+    assert result == {
+        "purged": 2,
+        "kept_days": 90,
+        "deleted": {"kuper-cli": {"leads": 0, "attempts": 0}},
+    }
     with psycopg.connect(ledger_url) as conn:
         payloads = [
             r[0] for r in conn.execute("SELECT payload FROM leads ORDER BY purged_at NULLS LAST")
         ]
     assert payloads[:2] == [{}, {}]
     assert payloads[2]["utm"] == {"utm_source": "test_partner"}  # still queued: kept
+
+
+def test_purge_deletes_whole_the_leads_settled_before_keep_days(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path, ledger_url: str
+) -> None:
+    import psycopg
+
+    leads = write_jsonl(tmp_path / "p.jsonl", [kuper_lead() for _ in range(4)])
+    assert run_cli("submit", str(leads), "--to", "kuper-cli").returncode == 0
+    with psycopg.connect(ledger_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE deliveries SET state = 'delivered', settled_at = now() - interval '31 days'"
+            " WHERE id IN (SELECT id FROM deliveries ORDER BY id LIMIT 2)"
+        )
+        conn.execute(
+            "UPDATE deliveries SET state = 'rejected', settled_at = now() - interval '29 days'"
+            " WHERE id = (SELECT max(id) FROM deliveries)"
+        )
+    shown = run_cli("purge")
+    assert shown.returncode == 0, shown.stderr
+    assert "kuper-cli: deleted 2 lead(s) settled more than 30 day(s) ago" in shown.stdout
+    with psycopg.connect(ledger_url) as conn:
+        states = sorted(r[0] for r in conn.execute("SELECT state FROM deliveries"))
+        assert states == ["queued", "rejected"]
+        assert conn.execute("SELECT count(*) FROM leads").fetchone() == (2,)
+    (row,) = json.loads(run_cli("stats", "--json").stdout)
+    assert (row["queued"], row["rejected"], row["delivered"]) == (1, 1, 0)
 
 
 def test_metrics_serves_the_backlog_per_destination_and_state(

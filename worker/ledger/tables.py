@@ -195,7 +195,11 @@ class AttemptResultRow(Base):
     __tablename__ = "attempt_results"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"))
+    # indexed: retention asks whether an exchange still has results, and deleting one
+    # makes the database look for its results (ON DELETE CASCADE)
+    attempt_id: Mapped[int] = mapped_column(
+        ForeignKey("attempts.id", ondelete="CASCADE"), index=True
+    )
     delivery_id: Mapped[int] = mapped_column(
         ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
     )

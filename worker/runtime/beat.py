@@ -30,6 +30,8 @@ log = logging.getLogger("leadrelay.beat")
 
 #: seconds between flushes of the settlement events' outbox
 NOTIFY_EVERY = 1.0
+#: seconds between retention runs (destinations with `keep_days`)
+RETENTION_EVERY = 3600.0
 #: seconds a beat's presence key outlives its last refresh
 PRESENCE_TTL_S = 30
 #: the least seconds between two refreshes of it
@@ -50,6 +52,12 @@ def schedule(settings: Any) -> dict[str, dict[str, Any]]:
             "task": "leadrelay.notify",
             "schedule": timedelta(seconds=NOTIFY_EVERY),
             "options": {"queue": "leadrelay", "expires": NOTIFY_EVERY * 2},
+        }
+    if any(dest.keep_days for dest in settings.destinations.values()):
+        out["retention"] = {
+            "task": "leadrelay.retention",
+            "schedule": timedelta(seconds=RETENTION_EVERY),
+            "options": {"queue": "leadrelay", "expires": RETENTION_EVERY},
         }
     return out
 

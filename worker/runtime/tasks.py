@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import partial
@@ -34,6 +35,7 @@ from worker.delivery import context, notify, polling
 from worker.delivery import loop as delivery
 from worker.errors import first_line
 from worker.ledger import counts
+from worker.ledger.retention import delete_settled
 from worker.ops.redact import redact_value
 from worker.runtime.app import app
 from worker.runtime.wakeups import wake
@@ -182,6 +184,47 @@ def sweep() -> dict[str, Any]:
                 ignore_result=True,
             )
     return woken
+
+
+#: the longest one retention run deletes for; what is left waits for the next run
+RETENTION_BUDGET_S = 300.0
+
+
+@app.task(name="leadrelay.retention", ignore_result=True, acks_late=True)
+@ledger_may_be_away
+def retention() -> dict[str, Any]:
+    """
+    Delete whole each destination's leads settled longer ago than its `keep_days`,
+    with the exchanges that carried only them: small batches, at most
+    RETENTION_BUDGET_S a run, the rest at the next run.
+    """
+    ctx = context.current()
+    now = ctx.clock()
+    stop_at = time.monotonic() + RETENTION_BUDGET_S
+    report: dict[str, Any] = {}
+    for dest in ctx.settings.destinations.values():
+        if dest.keep_days is None:
+            continue
+        removed = delete_settled(
+            ctx.sessions,
+            dest.name,
+            before=now - timedelta(days=dest.keep_days),
+            deadline=lambda: time.monotonic() > stop_at,
+        )
+        report[dest.name] = {
+            "leads": removed.leads,
+            "attempts": removed.attempts,
+            "finished": removed.finished,
+        }
+        log.info(
+            "retention: %s: %d lead(s), %d exchange(s) deleted%s",
+            dest.name,
+            removed.leads,
+            removed.attempts,
+            "" if removed.finished else "; the rest at the next run",
+            extra={"event": "retention.deleted", "destination": dest.name, **report[dest.name]},
+        )
+    return report
 
 
 @app.task(name="leadrelay.notify", ignore_result=True, acks_late=True)

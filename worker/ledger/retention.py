@@ -1,0 +1,165 @@
+"""
+Retention: settled leads, and the exchanges that carried them, deleted whole.
+
+A destination with `keep_days` keeps each settled lead that long after its last
+delivery settled, then the lead's row goes, with its deliveries and their attempt
+results (foreign keys, ON DELETE CASCADE), and then every exchange of that
+destination older than the cut that no remaining delivery refers to (tokens,
+settings, the batches that carried only deleted leads). Nothing pending is ever
+touched: a staged lead goes only when its every stage has settled before the cut.
+
+Work goes in small batches, each its own short transaction, so no lock is held
+long: a claim reads only due rows, which no batch deletes, and waits on nothing
+here. Each batch walks `ix_deliveries_settled` (destination, settled_at) or
+`ix_attempts_destination_at` (destination, at) forward from where the last one
+stopped, so rows that must stay (a lead with a stage still open) are passed once
+per run, never read again by every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from worker.leads import FINAL_STATES
+from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow, LeadRow
+
+#: leads (or exchanges) one batch deletes at most
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """What one run deleted for one destination."""
+
+    destination: str
+    leads: int = 0
+    attempts: int = 0
+    #: False when the run stopped at its time budget with rows still to go
+    finished: bool = True
+
+
+def delete_settled(
+    sessions: sessionmaker[Session],
+    destination: str,
+    *,
+    before: datetime,
+    batch: int = BATCH,
+    deadline: Callable[[], bool] = lambda: False,
+    progress: Callable[[Removed], None] = lambda _: None,
+) -> Removed:
+    """
+    Delete `destination`'s leads settled before `before`, then its exchanges older than
+    `before` that no delivery refers to, `batch` at a time; `progress` hears after each
+    batch. Stops early, with `finished=False`, once `deadline()` says so.
+    """
+    leads = attempts = 0
+    cursor: tuple[datetime, int] | None = None
+    while True:
+        if deadline():
+            return Removed(destination, leads, attempts, finished=False)
+        with sessions.begin() as session:
+            gone, cursor = _lead_batch(session, destination, before, cursor, batch)
+        if cursor is None:
+            break
+        leads += gone
+        progress(Removed(destination, leads, attempts, finished=False))
+    last: tuple[datetime, int] | None = None
+    while True:
+        if deadline():
+            return Removed(destination, leads, attempts, finished=False)
+        with sessions.begin() as session:
+            gone, last = _attempt_batch(session, destination, before, last, batch)
+        if last is None:
+            break
+        attempts += gone
+        progress(Removed(destination, leads, attempts, finished=False))
+    return Removed(destination, leads, attempts)
+
+
+def _lead_batch(
+    session: Session,
+    destination: str,
+    before: datetime,
+    after: tuple[datetime, int] | None,
+    batch: int,
+) -> tuple[int, tuple[datetime, int] | None]:
+    """
+    One batch of leads: the next `batch` deliveries settled before the cut, in settling
+    order from `after`; of their leads, those with no delivery open or settled since
+    the cut are deleted. Returns (leads deleted, where the next batch starts), or
+    (0, None) when no settled delivery is left to look at.
+    """
+    where = [
+        DeliveryRow.destination == destination,
+        DeliveryRow.settled_at.is_not(None),
+        DeliveryRow.settled_at < before,
+    ]
+    if after is not None:
+        at, last_id = after
+        where.append(
+            (DeliveryRow.settled_at > at)
+            | ((DeliveryRow.settled_at == at) & (DeliveryRow.id > last_id))
+        )
+    rows = session.execute(
+        select(DeliveryRow.id, DeliveryRow.lead_id, DeliveryRow.settled_at)
+        .where(*where)
+        .order_by(DeliveryRow.settled_at, DeliveryRow.id)
+        .limit(batch)
+    ).all()
+    if not rows:
+        return 0, None
+    other = aliased(DeliveryRow)
+    still_kept = exists().where(
+        other.lead_id == LeadRow.id,
+        other.settled_at.is_(None)
+        | (other.settled_at >= before)
+        | other.state.not_in([str(s) for s in FINAL_STATES]),
+    )
+    result = session.execute(
+        delete(LeadRow)
+        .where(LeadRow.id.in_(sorted({lead_id for _, lead_id, _ in rows})), ~still_kept)
+        .execution_options(synchronize_session=False)
+    )
+    last_id, _, last_at = rows[-1]
+    # settled_at is not NULL here: the query asked for settled rows only
+    return int(result.rowcount or 0), (cast(datetime, last_at), last_id)  # type: ignore[attr-defined]
+
+
+def _attempt_batch(
+    session: Session,
+    destination: str,
+    before: datetime,
+    after: tuple[datetime, int] | None,
+    batch: int,
+) -> tuple[int, tuple[datetime, int] | None]:
+    """
+    One batch of exchanges older than the cut, in time order from `after`: those no
+    delivery's result refers to any more are deleted. Returns (deleted, where the next
+    batch starts), or (0, None) when none is left to look at.
+    """
+    where = [AttemptRow.destination == destination, AttemptRow.at < before]
+    if after is not None:
+        at, last_id = after
+        where.append((AttemptRow.at > at) | ((AttemptRow.at == at) & (AttemptRow.id > last_id)))
+    rows = session.execute(
+        select(AttemptRow.id, AttemptRow.at)
+        .where(*where)
+        .order_by(AttemptRow.at, AttemptRow.id)
+        .limit(batch)
+    ).all()
+    if not rows:
+        return 0, None
+    referred = exists().where(AttemptResultRow.attempt_id == AttemptRow.id)
+    result = session.execute(
+        delete(AttemptRow)
+        .where(AttemptRow.id.in_([i for i, _ in rows]), ~referred)
+        .execution_options(synchronize_session=False)
+    )
+    last_id, last_at = rows[-1]
+    return int(result.rowcount or 0), (last_at, last_id)  # type: ignore[attr-defined]
