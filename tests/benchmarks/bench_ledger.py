@@ -4,7 +4,7 @@ LEAD` on a PostgreSQL ledger of millions of leads, with the indexes of revision 
 side by side in the same run, without them.
 
     .venv/bin/python -m tests.benchmarks.bench_ledger [--settled N] [--pending M] [--reuse]
-                                                      [--with-only]
+                                                      [--with-only] [--purge P]
 
 Defaults: 2,000,000 settled and 1,000,000 pending (a few minutes here); up to 10,000,000
 settled works the same way, given the disk (about 1 kB a lead). The database
@@ -33,7 +33,14 @@ psycopg as the service runs its queries:
 * `leadrelay status LEAD`'s reads (`find_leads` by idempotency key, then `lead_report`)
   for 50 settled leads picked at random: p50 and the slowest (target ≤ 50 ms);
 * bytes per settled lead: pg_total_relation_size of leads, deliveries, attempts and
-  attempt_results over the settled count, measured before the pending leads arrive.
+  attempt_results over the settled count, measured before the pending leads arrive;
+* retention (`--purge`, default 1,000,000): the oldest settled leads deleted whole by
+  `worker.ledger.retention` on one thread while another claims 50 every 50 ms, as a
+  worker does: the purge's time, and the claims' p50 / p99 / slowest during the purge
+  and for 20 s after it.
+
+Loading runs no trigger (replica mode, as a restore), so the delivery counts of
+revision 0006 are written from one count at the end of the load, as a dump holds them.
 
 The second column drops ix_deliveries_claim and ix_deliveries_settled (the ledger as
 revision 0004 left it, read by the current queries) and builds them again at the end.
@@ -45,6 +52,7 @@ import argparse
 import json
 import random
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -65,7 +73,7 @@ from tests.factories import kuper_lead, kuper_table
 from worker import ledger
 from worker.delivery.context import WorkerContext, build
 from worker.leads import Delivery
-from worker.ledger import reports
+from worker.ledger import reports, retention
 from worker.ops.redact import redact_answer, redact_request
 from worker.platforms import REGISTRY
 from worker.settings import load, parse_destinations
@@ -245,6 +253,11 @@ def build_ledger(url: str, settled: int, pending: int, now: datetime) -> float:
         print(f"  loaded {settled:,} settled leads in {time.perf_counter() - started:.0f} s")
         for _, definition in indexes:
             conn.execute(definition)
+        # replica mode ran no trigger, so the delivery counts are restored as a dump has them
+        conn.execute(
+            "INSERT INTO delivery_counts (destination, state, n)"
+            " SELECT destination, state, count(*) FROM deliveries GROUP BY destination, state"
+        )
         conn.execute("SELECT setval('attempts_id_seq', (SELECT max(id) FROM attempts))")
         conn.execute(
             "SELECT setval('attempt_results_id_seq', (SELECT max(id) FROM attempt_results))"
@@ -359,6 +372,67 @@ def measure(ctx: WorkerContext, settled: int) -> dict[str, Any]:
     return out
 
 
+def purge_under_claims(
+    ctx: WorkerContext, settled: int, purge: int, now: datetime
+) -> dict[str, Any]:
+    """
+    Delete the `purge` oldest settled leads of BIG with retention's own code (batches of
+    `retention.BATCH`, each its own transaction) on one thread, while this one claims 50
+    at BIG every 50 ms and commits, as a worker does; then the same claims with no purge.
+    """
+    week = timedelta(days=7).total_seconds()
+    # load_settled spreads settled_at evenly over the week before `now`: lead i at
+    # now - week * (settled - i) / settled, so this cut takes the first `purge` leads
+    before = now - timedelta(seconds=week * (settled - purge) / settled)
+    done = threading.Event()
+    removed: list[retention.Removed] = []
+    took: list[float] = []
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            removed.append(retention.delete_settled(ctx.sessions, BIG, before=before))
+        finally:
+            took.append(time.perf_counter() - started)
+            done.set()
+
+    def claims_until(stop: Callable[[], bool]) -> list[float]:
+        samples: list[float] = []
+        while not stop():
+            samples.append(timed(partial(claim, ctx.sessions, BIG)))
+            time.sleep(0.05)
+        return samples
+
+    purger = threading.Thread(target=run)
+    purger.start()
+    during = claims_until(done.is_set)
+    purger.join()
+    calm_until = time.perf_counter() + 20
+    calm = claims_until(lambda: time.perf_counter() > calm_until)
+    return {
+        "removed": removed[0] if removed else None,
+        "seconds": took[0],
+        "during": during,
+        "calm": calm,
+    }
+
+
+def report_purge(result: dict[str, Any]) -> None:
+    ms = 1000
+    removed = result["removed"]
+    print(
+        f"\nretention: {removed.leads:,} settled leads and {removed.attempts:,} exchanges"
+        f" deleted in {result['seconds']:.0f} s ({removed.leads / result['seconds']:,.0f}"
+        " leads/s), in batches of"
+        f" {retention.BATCH}; claims of {BATCH} at {BIG}, one every 50 ms (time.perf_counter):"
+    )
+    for label, samples in (("during the purge", result["during"]), ("after it", result["calm"])):
+        print(
+            f"  {label:18} {len(samples):>6} claims: p50 {statistics.median(samples) * ms:.1f} ms,"
+            f" p99 {percentile(samples, 0.99) * ms:.1f} ms, slowest {max(samples) * ms:.1f} ms"
+        )
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -401,6 +475,12 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--reuse", action="store_true", help="measure the existing database")
     parser.add_argument("--with-only", action="store_true", help="skip the column without 0005")
+    parser.add_argument(
+        "--purge",
+        type=int,
+        default=1_000_000,
+        help="then delete this many settled leads by retention, under claims (0: skip)",
+    )
     args = parser.parse_args()
     url = PG_ADMIN.rpartition("/")[0] + f"/{DATABASE}"
     now = datetime.now(UTC)
@@ -428,8 +508,10 @@ def main() -> None:
                 for _, definition in kept:
                     conn.execute(definition)
             requeue(url)
-    ctx.close()
     report(rounds, args.settled, args.pending, per_lead)
+    if args.purge and not args.reuse:
+        report_purge(purge_under_claims(ctx, args.settled, min(args.purge, args.settled), now))
+    ctx.close()
 
 
 if __name__ == "__main__":
