@@ -212,3 +212,33 @@ def test_the_oldest_due_is_one_index_entry_per_state(big: sessionmaker[Session])
         assert "INDEX ix_deliveries_due (destination=? AND state=? AND due_at<?)" in plan, plan
         assert "SCAN deliveries" not in plan, plan
         assert "TEMP B-TREE" not in plan, plan
+
+
+def test_stats_read_the_kept_counts_not_every_delivery(big: sessionmaker[Session]) -> None:
+    """The count by state reads the counts of migration 0006: no statement groups deliveries."""
+    with big() as s, statements(s.get_bind()) as seen:  # type: ignore[arg-type]
+        found = reports.stats(s, NOW)
+    n = ROWS if on_postgresql(big) else ROWS // 10
+    assert found["k"].total == n
+    assert found["k"].count(LeadState.DELIVERED) == n // 4
+    grouped = [q for q, _ in seen if "GROUP BY" in q]
+    assert grouped and all("deliveries." not in q for q in grouped), grouped
+
+
+def test_the_sweeper_s_due_counts_stop_at_their_cap(big: sessionmaker[Session]) -> None:
+    later = NOW + timedelta(hours=1)
+    with big() as s:
+        full = ledger.due_counts(s, later)
+        with statements(s.get_bind()) as seen:  # type: ignore[arg-type]
+            capped = ledger.due_counts(s, later, ["k", "other", "nothing-here"], cap=100)
+    assert full["k"] > 100 and full["other"] < 100
+    assert capped == {"k": 100, "other": full["other"]}
+    (sql, params) = seen[-1]
+    if on_postgresql(big):
+        nodes = pg_plan(big, sql, params)
+        scans = {n.get("Index Name") for n in nodes if "Relation Name" in n}
+        assert scans == {"ix_deliveries_due"}, nodes
+        assert "Sort" not in {n["Node Type"] for n in nodes}, nodes
+    else:
+        plan = sqlite_plan(big, sql, params)
+        assert "SCAN deliveries" not in plan, plan

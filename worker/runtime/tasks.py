@@ -166,7 +166,7 @@ def sweep() -> dict[str, Any]:
                 notify=notify.target(dest, ctx.secrets),
             )
         counts.fold(session)
-        due = ledger.due_counts(session, now)
+        due = ledger.due_counts(session, now, ctx.settings.destinations)
         polls = ledger.poll_due_counts(session, now)
         paused = ledger.pauses(session, now)
     for name, count in due.items():
