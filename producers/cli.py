@@ -31,7 +31,7 @@ from rich.table import Table
 
 from producers.client import Producer
 from producers.importer import count_lines, import_rows, read_rows
-from worker import ledger
+from worker import ledger, redis_urls
 from worker.delivery.context import WorkerContext, build
 from worker.delivery.limiter import RedisLimiter
 from worker.errors import ConfigError, LeadRelayError
@@ -292,7 +292,9 @@ def _learned_rates(ctx: WorkerContext) -> dict[str, float | None]:
     learning = [d for d in ctx.settings.destinations.values() if d.rate_bounds]
     if not learning:
         return {}
-    client = redis.Redis.from_url(ctx.settings.limiter_url, socket_timeout=2)
+    client = redis_urls.client(
+        ctx.settings.limiter_url, ctx.settings.redis_master_name, socket_timeout=2
+    )
     try:
         limiter = RedisLimiter(client)
         return {d.name: limiter.learned(d) for d in learning}

@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 import redis
 
-from worker import keys
+from worker import keys, redis_urls
 from worker.config import CONTROL_QUEUE, INTAKE_QUEUE, group_queues
 from worker.errors import ConfigError, LeadRelayError, first_line
 from worker.leads import LeadState
-from worker.ledger.migrate import SchemaState, shown_url
+from worker.ledger.migrate import SchemaState
 from worker.settings import Settings, load
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -156,10 +156,10 @@ class Doctor:
         failed = []
         for role, url in urls.items():
             try:
-                with _redis(url) as client:
+                with _redis(self.settings, url) as client:
                     client.ping()
             except redis.RedisError as exc:
-                failed.append(f"{role} at {shown_url(url)}: {first_line(exc)}")
+                failed.append(f"{role} at {redis_urls.shown_url(url)}: {first_line(exc)}")
         if failed:
             return Check("redis", "fail", "Redis does not answer", failed)
         self.redis_ok = True
@@ -168,7 +168,7 @@ class Doctor:
     def clock_skew(self) -> Check:
         if self.settings is None or not self.redis_ok:
             return _skipped("clock", "redis")
-        with _redis(self.settings.limiter_url) as client:
+        with _redis(self.settings, self.settings.limiter_url) as client:
             before = self.clock()
             seconds, micros = client.time()
             after = self.clock()
@@ -207,7 +207,7 @@ class Doctor:
     def beat(self) -> Check:
         if self.settings is None or not self.redis_ok:
             return _skipped("beat", "redis")
-        with _redis(self.settings.limiter_url) as client:
+        with _redis(self.settings, self.settings.limiter_url) as client:
             found = [client.get(k) for k in client.scan_iter(keys.BEAT_PATTERN, count=100)]
         beats = sorted(json.loads(b)["instance"] for b in found if b)
         if not beats:
@@ -274,7 +274,7 @@ class Doctor:
                 what.append(f"{polls[name]} status look(s) due")
             if what:
                 work[dest.queue] = ", ".join(what)
-        with _redis(settings.broker_url) as client:
+        with _redis(settings, settings.broker_url) as client:
             for queue in [CONTROL_QUEUE, INTAKE_QUEUE, *(d.queue for d in dests.values())]:
                 waiting = int(client.llen(queue))
                 if waiting:
@@ -297,9 +297,12 @@ def _skipped(name: str, because: str) -> Check:
     return Check(name, "skip", f"not checked: the {because} check did not pass")
 
 
-def _redis(url: str) -> redis.Redis[bytes]:
-    return redis.Redis.from_url(
-        url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S
+def _redis(settings: Settings, url: str) -> redis.Redis[bytes]:
+    return redis_urls.client(
+        url,
+        settings.redis_master_name,
+        socket_timeout=CONNECT_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
     )
 
 

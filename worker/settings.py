@@ -32,9 +32,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker import redis_urls
 from worker.config import CONTROL_GROUP, GROUP_PATTERN, DestinationConfig, UnsetSecret
 from worker.errors import ConfigError, UnknownDestination
 from worker.platforms import REGISTRY
@@ -48,7 +49,10 @@ _PLACEHOLDER = "unset"
 class Settings(BaseSettings):
     """Every LEADRELAY_* setting, with its default. `deploy/env.example` lists them."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADRELAY_", extra="ignore")
+    # hide_input_in_errors: a URL in a validation error may carry a password
+    model_config = SettingsConfigDict(
+        env_prefix="LEADRELAY_", extra="ignore", hide_input_in_errors=True
+    )
 
     #: the ledger; the default is an embedded SQLite file for a first run
     database_url: str = "sqlite:///leadrelay.db"
@@ -56,6 +60,8 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: the shared limiter, cooldowns and tokens; None: the broker's server
     redis_url: str | None = None
+    #: the master the Sentinels watch, for a `sentinel://` broker or Redis URL
+    redis_master_name: str | None = Field(default=None, validate_default=True)
     #: the destinations file
     config: Path = Path("leadrelay.toml")
     #: how long one deliver task drains before it hands over to a fresh message, seconds
@@ -84,6 +90,27 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"one of {', '.join(LOG_LEVELS)}")
         return level
+
+    @field_validator("broker_url", "redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """A `sentinel://` URL is read at start, not at its first connection (`redis_urls`)."""
+        if value and redis_urls.is_sentinel(value):
+            redis_urls.parse_sentinel(value)
+        return value
+
+    @field_validator("redis_master_name")
+    @classmethod
+    def _master_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            for key in ("broker_url", "redis_url"):
+                url = info.data.get(key)
+                if url and redis_urls.is_sentinel(url):
+                    raise ValueError(
+                        f"required: LEADRELAY_{key.upper()} is a sentinel:// URL;"
+                        " name the master its Sentinels watch"
+                    )
+        return value or None
 
     @property
     def limiter_url(self) -> str:

@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import redis_urls
 from worker.delivery.limiter import Limiter, MemoryCache, MemoryLimiter, RedisCache, RedisLimiter
 from worker.ledger.db import make_engine, make_sessionmaker
 from worker.platforms.base import KeyValueCache
@@ -70,8 +71,11 @@ def build(settings: Settings, *, shared: bool = True) -> WorkerContext:
     limiter: Limiter
     cache: KeyValueCache
     if shared:
-        client = redis.Redis.from_url(
-            settings.limiter_url, socket_timeout=5, health_check_interval=30
+        client = redis_urls.client(
+            settings.limiter_url,
+            settings.redis_master_name,
+            socket_timeout=5,
+            health_check_interval=30,
         )
         limiter, cache = RedisLimiter(client), RedisCache(client)
     else:

@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
+from worker import redis_urls
 from worker.config import CONTROL_QUEUE, INTAKE_QUEUE, group_queues
 from worker.runtime import broker
 
@@ -40,12 +41,11 @@ def celery_config(settings: Any) -> dict[str, Any]:
     else:
         names = group_queues(settings.worker_group, settings.destinations.values())
     queues = [Queue(name) for name in names]
+    broker_url, transport_options = broker_connection(settings)
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
-        # No ETA here is longer than a few seconds, so the visibility timeout only
-        # bounds how long a message of a dead worker waits to be delivered again.
-        "broker_transport_options": {"visibility_timeout": 3600},
+        "broker_transport_options": transport_options,
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",
@@ -68,6 +68,24 @@ def celery_config(settings: Any) -> dict[str, Any]:
         "timezone": "UTC",
         "imports": ["worker.runtime.tasks"],
     }
+
+
+def broker_connection(settings: Any) -> tuple[str, dict[str, Any]]:
+    """
+    The broker URL as kombu reads it, and its transport options. A `sentinel://`
+    URL goes to kombu's Sentinel transport with the master's name (task events,
+    Flower and `inspect` take the same options; there is no result backend), and
+    with its credentials and database written on every Sentinel URL
+    (`worker.redis_urls`).
+    """
+    # No ETA here is longer than a few seconds, so the visibility timeout only
+    # bounds how long a message of a dead worker waits to be delivered again.
+    options: dict[str, Any] = {"visibility_timeout": 3600}
+    url = settings.broker_url
+    if redis_urls.is_sentinel(url):
+        options["master_name"] = settings.redis_master_name
+        url = redis_urls.parse_sentinel(url).kombu_url()
+    return url, options
 
 
 _explicit: list[Any] = []

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
-from worker import keys
+from worker import keys, redis_urls
 
 log = logging.getLogger("leadrelay.beat")
 
@@ -95,8 +95,12 @@ class Scheduler(PersistentScheduler):
             if self._presence is None:
                 from worker.settings import get_settings
 
-                self._presence = redis.Redis.from_url(
-                    get_settings().limiter_url, socket_timeout=2, socket_connect_timeout=2
+                settings = get_settings()
+                self._presence = redis_urls.client(
+                    settings.limiter_url,
+                    settings.redis_master_name,
+                    socket_timeout=2,
+                    socket_connect_timeout=2,
                 )
             body = json.dumps({"instance": self._instance, "since": self._since})
             self._presence.set(keys.beat_key(self._instance), body, ex=PRESENCE_TTL_S)

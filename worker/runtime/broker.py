@@ -14,9 +14,12 @@ timeout. So both are logged and the consumer goes on, instead of the process
 dying.
 
 No library does this: it is the smallest override of kombu's own classes.
-`install()` registers it under kombu's `redis` and `rediss` aliases (kombu's
-documented way to plug a transport in), so broker URLs stay `redis://…` and
-Flower, which reads the scheme back, still knows the broker.
+`install()` registers it under kombu's `redis`, `rediss` and `sentinel` aliases
+(kombu's documented way to plug a transport in), so broker URLs stay
+`redis://…` or `sentinel://…` and Flower, which reads the scheme back, still
+knows the broker. kombu's Sentinel channel is its Redis channel with the
+master looked up through the Sentinels, and fails the same way when a failover
+drops the connection: it gets the same QoS.
 """
 
 from __future__ import annotations
@@ -85,18 +88,30 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-TRANSPORT = f"{__name__}:Transport"
-SCHEMES = ("redis", "rediss")
+class SentinelChannel(kombu_redis.SentinelChannel):
+    QoS = QoS
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
+#: broker URL scheme → the transport this module puts behind it
+TRANSPORTS = {
+    "redis": f"{__name__}:Transport",
+    "rediss": f"{__name__}:Transport",
+    "sentinel": f"{__name__}:SentinelTransport",
+}
 
 
 def install() -> None:
     """
-    Make `redis://` and `rediss://` brokers use this transport, in this process:
-    `celery worker` only (`worker.runtime.app` calls it on celeryd_init). A process
-    that only publishes keeps kombu's own transport.
+    Make `redis://`, `rediss://` and `sentinel://` brokers use these transports, in
+    this process: `celery worker` only (`worker.runtime.app` calls it on
+    celeryd_init). A process that only publishes keeps kombu's own transports.
     """
-    for scheme in SCHEMES:
-        kombu_transport.TRANSPORT_ALIASES[scheme] = TRANSPORT
+    for scheme, transport in TRANSPORTS.items():
+        kombu_transport.TRANSPORT_ALIASES[scheme] = transport
         # kombu caches what an alias resolved to; a resolution made before this (none in
         # a starting worker, but an embedding process may have published) would stick
         kombu_transport._transport_cache.pop(scheme, None)  # type: ignore[attr-defined]

@@ -48,15 +48,23 @@ def ready() -> tuple[bool, str]:
     import psycopg
     import redis
 
+    from worker import redis_urls
+    from worker.errors import ConfigError
+
     broker_url = _setting("broker_url")
     try:
-        client = redis.Redis.from_url(
-            broker_url, socket_timeout=READY_TIMEOUT_S, socket_connect_timeout=READY_TIMEOUT_S
+        client = redis_urls.client(
+            broker_url,
+            os.environ.get("LEADRELAY_REDIS_MASTER_NAME"),
+            socket_timeout=READY_TIMEOUT_S,
+            socket_connect_timeout=READY_TIMEOUT_S,
         )
         client.ping()
         client.close()
     except redis.RedisError as exc:
         return False, f"broker unreachable: {type(exc).__name__}"
+    except ConfigError as exc:
+        return False, f"broker: {exc}"
     database_url = _setting("database_url")
     try:
         if database_url.startswith("sqlite"):
