@@ -91,7 +91,7 @@ class AsyncProducer:
         self.sync = Producer.from_settings(settings, waker)
         self._ledger: AsyncLedger | None = None
         if async_driver(settings.database_url):
-            self._ledger = AsyncLedger.open(settings.database_url)
+            self._ledger = AsyncLedger.open(settings.database_url, settings.database_pooler)
 
     @classmethod
     def from_settings(

@@ -132,7 +132,12 @@ class Doctor:
             if migrate.sqlite_file_missing(url):  # asking would create it, empty
                 return Check("ledger", "fail", f"{where}: the file does not exist")
             connect = {"connect_timeout": CONNECT_TIMEOUT_S} if "postgres" in url else {}
-            self.engine = make_engine(url, connect_args=connect) if connect else make_engine(url)
+            pooler = self.settings.database_pooler
+            self.engine = (
+                make_engine(url, pooler=pooler, connect_args=connect)
+                if connect
+                else make_engine(url, pooler=pooler)
+            )
             self.state = migrate.schema_state(url, self.engine)
         except LeadRelayError as exc:  # unreachable, or a URL no ledger lives at
             return Check("ledger", "fail", str(exc))

@@ -81,7 +81,7 @@ class IntakeContext:
 
     @classmethod
     def open(cls, settings: Settings) -> IntakeContext:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pooler=settings.database_pooler)
         return cls(settings, engine, make_sessionmaker(engine))
 
     def close(self) -> None:

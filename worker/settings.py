@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     #: the ledger; the default is an embedded SQLite file for a first run
     database_url: str = "sqlite:///leadrelay.db"
+    #: how PostgreSQL is reached: "none" (directly), "session" or "transaction" (a PgBouncer
+    #: pool_mode); "transaction" turns prepared statements off (worker.ledger.db.Pooler)
+    database_pooler: Literal["none", "session", "transaction"] = "none"
     #: Celery's broker
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: the shared limiter, cooldowns and tokens; None: the broker's server

@@ -34,6 +34,11 @@ The short form runs in CI. The full form, on demand:
 
     LEADRELAY_CHAOS_LEADS=10000 LEADRELAY_CHAOS_KILLS=10 \\
         .venv/bin/python -m pytest tests/system/test_chaos.py -s
+
+It runs twice: with the ledger reached directly, and through a PgBouncer of the
+test's own in transaction pooling (LEADRELAY_DATABASE_POOLER=transaction), which
+must find PostgreSQL again by itself after the restart; migrations still go to
+PostgreSQL directly. LEADRELAY_CHAOS_POOLER=direct or =pgbouncer runs one of them.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ from tests.factories import (
     salesman_lead,
     salesman_table,
 )
+from tests.pgbouncer import running
 from tests.system.conftest import Relay
 from tests.system.notify_consumer import EVENTS_QUEUE
 from tests.system.test_notify_consumer import (
@@ -91,6 +97,7 @@ from worker.delivery.context import WorkerContext, build
 from worker.intake import Submission
 from worker.leads import LeadState
 from worker.ledger import migrate
+from worker.ledger.db import POOLER_VAR, pooler_setting
 from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow, LeadRow, OutboxRow
 from worker.settings import load, parse_destinations
 
@@ -98,6 +105,15 @@ LEADS = int(os.environ.get("LEADRELAY_CHAOS_LEADS", "600"))
 KILLS = int(os.environ.get("LEADRELAY_CHAOS_KILLS", "3"))
 #: how long the relay gets, once the faults stop, to settle every lead
 SETTLE = float(os.environ.get("LEADRELAY_CHAOS_SETTLE", str(180 + LEADS * 0.06)))
+#: how the relay reaches the ledger: "direct", "pgbouncer" (a transaction pooler); unset: both
+POOLERS = (
+    [os.environ["LEADRELAY_CHAOS_POOLER"]]
+    if os.environ.get("LEADRELAY_CHAOS_POOLER")
+    else [
+        "direct",
+        "pgbouncer",
+    ]
+)
 #: how long the upstream app gets, once every lead settled, to be told the last of them
 TOLD = 60 + LEADS * 0.03
 #: one lead in this many is malformed, to be refused at the door
@@ -247,6 +263,23 @@ def servers(tmp_path: Path) -> Iterator[tuple[RedisServer, PostgresServer]]:
     with contextlib.suppress(subprocess.CalledProcessError):
         pg.stop()
     shutil.rmtree(pg.dir, ignore_errors=True)
+
+
+@pytest.fixture(params=POOLERS)
+def ledger(
+    request: pytest.FixtureRequest,
+    servers: tuple[RedisServer, PostgresServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[str]:
+    """The ledger's URL for the relay and the producers: direct, or through PgBouncer."""
+    _, pg = servers
+    if request.param == "direct":
+        yield pg.url
+        return
+    assert request.param == "pgbouncer", f"LEADRELAY_CHAOS_POOLER={request.param}: unknown"
+    monkeypatch.setenv(POOLER_VAR, "transaction")
+    with running(server_port=pg.port) as bouncer:
+        yield bouncer.url("postgres")
 
 
 # --- the emulators ------------------------------------------------------------
@@ -429,6 +462,7 @@ def platform_key(platform: str, payload: dict[str, Any]) -> str:
 def test_every_lead_is_accounted_for_through_kills_wipes_restarts_and_storms(
     relay_factory: Callable[..., Relay],
     servers: tuple[RedisServer, PostgresServer],
+    ledger: str,
     platforms: Platforms,
     pg_url: str,
     tmp_path: Path,
@@ -436,9 +470,15 @@ def test_every_lead_is_accounted_for_through_kills_wipes_restarts_and_storms(
 ) -> None:
     red, pg = servers
     destinations = tables(platforms.urls)
-    relay = relay_factory(destinations, database_url=pg.url, broker_url=red.url, drain_budget="3")
+    relay = relay_factory(
+        destinations,
+        database_url=ledger,
+        database_pooler=pooler_setting(),
+        broker_url=red.url,
+        drain_budget="3",
+    )
     ctx = build(
-        load(database_url=pg.url, broker_url=red.url, destinations=parse_destinations(destinations))
+        load(database_url=ledger, broker_url=red.url, destinations=parse_destinations(destinations))
     )
     # the upstream app keeps its events in a database of its own, on the main test server
     app = UpstreamApp.make(red.url, pg_url, tmp_path)

@@ -66,7 +66,7 @@ def http_client() -> httpx.Client:
 
 def build(settings: Settings, *, shared: bool = True) -> WorkerContext:
     """A context from settings; `shared=False` keeps the limiter in memory (the demo only)."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pooler=settings.database_pooler)
     client: redis.Redis[bytes] | None = None
     limiter: Limiter
     cache: KeyValueCache

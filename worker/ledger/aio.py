@@ -30,7 +30,14 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from worker.ledger import status, store
-from worker.ledger.db import keep_primary_message, normalise_url
+from worker.ledger.db import (
+    Pooler,
+    connect_args,
+    keep_primary_message,
+    normalise_url,
+    pooler_setting,
+    refuse_session_state,
+)
 
 #: the URL prefix of the one driver here that speaks asyncio (psycopg 3: AsyncConnection)
 ASYNC_PREFIX = "postgresql+psycopg://"
@@ -41,18 +48,24 @@ def async_driver(url: str) -> bool:
     return normalise_url(url).startswith(ASYNC_PREFIX)
 
 
-def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_async_engine(url: str, *, pooler: Pooler | None = None, **kwargs: Any) -> AsyncEngine:
     """
     An async engine for the PostgreSQL ledger at `url`, pooled as `db.make_engine` pools.
 
     Its connections belong to the event loop that opened them: one engine per loop.
-    Its errors show no parameters and no server detail, as `db.make_engine`'s.
+    Its errors show no parameters and no server detail, and behind a transaction
+    pooler (`pooler`; None: LEADRELAY_DATABASE_POOLER) it prepares no statement
+    and refuses session state, as `db.make_engine`'s.
     """
     if not async_driver(url):
         raise ValueError("only a PostgreSQL ledger (psycopg) has an async driver here")
+    pooler = pooler_setting() if pooler is None else pooler
     kwargs = {"pool_size": 5, "max_overflow": 5, **kwargs, "hide_parameters": True}
+    kwargs["connect_args"] = connect_args(pooler, kwargs.get("connect_args"))
     engine = create_async_engine(normalise_url(url), pool_pre_ping=True, **kwargs)
     keep_primary_message(engine.sync_engine)  # as the sync engine: no value in an error's text
+    if pooler == "transaction":
+        refuse_session_state(engine.sync_engine)
     return engine
 
 
@@ -69,9 +82,12 @@ class AsyncLedger:
     sessions: async_sessionmaker[AsyncSession]
 
     @classmethod
-    def open(cls, url: str) -> AsyncLedger:
-        """Pooled async access to the PostgreSQL ledger at `url` (nothing connects yet)."""
-        engine = make_async_engine(url)
+    def open(cls, url: str, pooler: Pooler | None = None) -> AsyncLedger:
+        """
+        Pooled async access to the PostgreSQL ledger at `url` (nothing connects yet);
+        `pooler` as `make_async_engine` reads it.
+        """
+        engine = make_async_engine(url, pooler=pooler)
         return cls(engine, make_async_sessionmaker(engine))
 
     @asynccontextmanager

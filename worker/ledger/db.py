@@ -5,6 +5,14 @@ PostgreSQL, in production, goes through psycopg 3 (`postgresql://` URLs are read
 `postgresql+psycopg://`); SQLite, the embedded default, gets WAL and a busy timeout
 so the demo's worker thread and its producer can share the file.
 
+Behind a transaction pooler (PgBouncer, `pool_mode = transaction`), each
+transaction may run on another server connection, shared with other clients.
+`LEADRELAY_DATABASE_POOLER=transaction` says so: psycopg then prepares no
+statement (a prepared statement lives on one server connection), and a statement
+that would leave state on the server connection for later transactions (`SET`
+without LOCAL, LISTEN, a session advisory lock, a temporary table) is refused
+before it is sent, naming the setting (`refuse_session_state`).
+
 `store.py` and `reports.py` write each query once. Where the two databases need
 different SQL, the query calls a helper here, named after what it does:
 
@@ -22,8 +30,10 @@ database) are declared in `tables.py` and the migrations.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any, TypeVarTuple
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVarTuple, get_args
 
 import psycopg
 from psycopg import sql
@@ -46,6 +56,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 from sqlalchemy.sql.base import Executable
 
+from worker.errors import ConfigError
 from worker.ledger.tables import Base
 
 _Ts = TypeVarTuple("_Ts")
@@ -61,9 +72,47 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+#: how the ledger's PostgreSQL is reached: directly or through a session pooler ("none",
+#: "session": one server connection per client connection), or a transaction pooler
+Pooler = Literal["none", "session", "transaction"]
+#: the setting that says which (Settings.database_pooler)
+POOLER_VAR = "LEADRELAY_DATABASE_POOLER"
+
+
+def pooler_setting(environ: Mapping[str, str] = os.environ) -> Pooler:
     """
-    An engine for the ledger at `url`.
+    LEADRELAY_DATABASE_POOLER as the environment sets it ("none" when unset).
+
+    Read here, not passed down from Settings, so that every engine of the process
+    agrees on it: the workers', the producers', and the one alembic's env.py makes.
+    """
+    value = environ.get(POOLER_VAR, "").strip() or "none"
+    for pooler in get_args(Pooler):
+        if value == pooler:
+            return pooler  # type: ignore[no-any-return]
+    raise ConfigError(POOLER_VAR, f"{value!r} is not one of {', '.join(get_args(Pooler))}")
+
+
+def connect_args(pooler: Pooler, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """
+    psycopg's connect arguments behind `pooler`: behind a transaction pooler,
+    `prepare_threshold=None` (psycopg prepares no statement). By default psycopg
+    prepares a query on its fifth run on a connection, under a name (`_pg3_0`)
+    that exists on that server connection only: through PgBouncer in transaction
+    mode the next transaction runs it on another one ("prepared statement
+    "_pg3_0" does not exist"), or a second client prepares its own under the same
+    name on a shared one ("… already exists").
+    """
+    args = dict(given or {})
+    if pooler == "transaction":
+        args["prepare_threshold"] = None
+    return args
+
+
+def make_engine(url: str, *, pooler: Pooler | None = None, **kwargs: Any) -> Engine:
+    """
+    An engine for the ledger at `url`; `pooler`: how it is reached (None: as
+    LEADRELAY_DATABASE_POOLER says, `pooler_setting`).
 
     No error it raises shows a statement's parameters (`hide_parameters`): they
     hold leads' phones and e-mails, and an error's text reaches tracebacks and
@@ -85,10 +134,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
+    pooler = pooler_setting() if pooler is None else pooler
     if "poolclass" not in kwargs:
         kwargs = {"pool_size": 5, "max_overflow": 5, **kwargs}
+    kwargs["connect_args"] = connect_args(pooler, kwargs.get("connect_args"))
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
     keep_primary_message(engine)
+    if pooler == "transaction":
+        refuse_session_state(engine)
     return engine
 
 
@@ -110,7 +163,64 @@ def keep_primary_message(engine: Engine) -> None:
             return
         # both texts are built before this hook runs: replace them where they are kept
         kind = type(orig)
-        wrapped.args = (f"({kind.__module__}.{kind.__name__}) {primary}",)
+        wrapped.args = (f"({kind.__module__}.{kind.__name__}) {primary}{_pooler_hint(orig)}",)
+
+
+#: psycopg's names for the statements it prepares
+_PSYCOPG_PREPARED = re.compile(r'prepared statement "_pg3_')
+
+
+def _pooler_hint(exc: psycopg.Error) -> str:
+    """
+    What to set when psycopg's own prepared statement is missing or taken on
+    the server connection: the sign of a transaction pooler nobody told us of.
+    """
+    kinds = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
+    if isinstance(exc, kinds) and _PSYCOPG_PREPARED.search(str(exc)):
+        return (
+            f" (the ledger is behind a transaction pooler, PgBouncer pool_mode = transaction?"
+            f" set {POOLER_VAR}=transaction)"
+        )
+    return ""
+
+
+#: statements whose effect outlives their transaction, on the server connection
+_SESSION_STATE = re.compile(
+    r"""
+    ^\s*(?P<statement>
+        SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)\S+   # SET x = … (SESSION too)
+      | RESET\s+\S+ | (?:UN)?LISTEN\b | PREPARE\b | DISCARD\b | LOAD\b
+      | CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?TEMP(?:ORARY)?\b
+      | DECLARE\b.*?\bWITH\s+HOLD\b
+    )
+    | (?P<call>\bpg_(?:try_)?advisory_lock(?:_shared)?)\s*\(
+    """,
+    re.IGNORECASE | re.VERBOSE | re.DOTALL,
+)
+
+
+def refuse_session_state(engine: Engine) -> None:
+    """
+    Behind a transaction pooler, refuse a statement whose effect would outlive
+    its transaction: the pooler hands the server connection to another client
+    when the transaction ends, which inherits the state (a `SET statement_timeout`,
+    a session advisory lock, a LISTEN), while this client's next transaction runs
+    without it. Refused before it is sent, with ConfigError naming the setting
+    and the transaction-scoped form to write instead.
+    """
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _transaction_scoped_only(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        found = _SESSION_STATE.search(statement)
+        if found is None:
+            return
+        what = " ".join((found.group("statement") or found.group("call")).split()[:2])
+        raise ConfigError(
+            POOLER_VAR,
+            f"is transaction: `{what}` would outlive its transaction on a server connection"
+            " the pooler shares; write it transaction-scoped (SET LOCAL,"
+            " pg_advisory_xact_lock) or run it on a direct connection",
+        )
 
 
 def primary_message(exc: psycopg.Error) -> str | None:
