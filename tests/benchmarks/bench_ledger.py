@@ -76,6 +76,7 @@ from worker.leads import Delivery
 from worker.ledger import reports, retention
 from worker.ops.redact import redact_answer, redact_request
 from worker.platforms import REGISTRY
+from worker.runtime.tasks import RETENTION_REST
 from worker.settings import load, parse_destinations
 
 DATABASE = "leadrelay_bench_ledger"
@@ -372,18 +373,20 @@ def measure(ctx: WorkerContext, settled: int) -> dict[str, Any]:
     return out
 
 
-def purge_under_claims(
-    ctx: WorkerContext, settled: int, purge: int, now: datetime
-) -> dict[str, Any]:
+def purge_under_claims(ctx: WorkerContext, purge: int, now: datetime) -> dict[str, Any]:
     """
-    Delete the `purge` oldest settled leads of BIG with retention's own code (batches of
-    `retention.BATCH`, each its own transaction) on one thread, while this one claims 50
-    at BIG every 50 ms and commits, as a worker does; then the same claims with no purge.
+    Delete the `purge` oldest settled leads of BIG with retention's own code as beat runs
+    it (batches of `retention.BATCH`, each its own transaction, a pause of RETENTION_REST
+    times its length after each) on one thread, while this one claims 50 at BIG every
+    50 ms and commits, as a worker does; then the same claims with no purge.
     """
-    week = timedelta(days=7).total_seconds()
-    # load_settled spreads settled_at evenly over the week before `now`: lead i at
-    # now - week * (settled - i) / settled, so this cut takes the first `purge` leads
-    before = now - timedelta(seconds=week * (settled - purge) / settled)
+    with psycopg.connect(ctx.settings.database_url.replace("+psycopg", "")) as conn:
+        row = conn.execute(
+            "SELECT settled_at FROM deliveries WHERE destination = %s AND settled_at IS NOT NULL"
+            " ORDER BY settled_at OFFSET %s LIMIT 1",
+            [BIG, purge],
+        ).fetchone()
+    before = row[0] if row else now  # the `purge` oldest settled leads lie before it
     done = threading.Event()
     removed: list[retention.Removed] = []
     took: list[float] = []
@@ -391,7 +394,9 @@ def purge_under_claims(
     def run() -> None:
         started = time.perf_counter()
         try:
-            removed.append(retention.delete_settled(ctx.sessions, BIG, before=before))
+            removed.append(
+                retention.delete_settled(ctx.sessions, BIG, before=before, rest=RETENTION_REST)
+            )
         finally:
             took.append(time.perf_counter() - started)
             done.set()
@@ -423,8 +428,8 @@ def report_purge(result: dict[str, Any]) -> None:
     print(
         f"\nretention: {removed.leads:,} settled leads and {removed.attempts:,} exchanges"
         f" deleted in {result['seconds']:.0f} s ({removed.leads / result['seconds']:,.0f}"
-        " leads/s), in batches of"
-        f" {retention.BATCH}; claims of {BATCH} at {BIG}, one every 50 ms (time.perf_counter):"
+        f" leads/s), in batches of {retention.BATCH} with a pause of {RETENTION_REST:g}x each"
+        " batch's time after it; claims of {BATCH} at {BIG}, one every 50 ms (time.perf_counter):"
     )
     for label, samples in (("during the purge", result["during"]), ("after it", result["calm"])):
         print(
@@ -509,8 +514,8 @@ def main() -> None:
                     conn.execute(definition)
             requeue(url)
     report(rounds, args.settled, args.pending, per_lead)
-    if args.purge and not args.reuse:
-        report_purge(purge_under_claims(ctx, args.settled, min(args.purge, args.settled), now))
+    if args.purge:
+        report_purge(purge_under_claims(ctx, min(args.purge, args.settled), now))
     ctx.close()
 
 

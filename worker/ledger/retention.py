@@ -18,6 +18,7 @@ per run, never read again by every batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow, Lead
 
 #: leads (or exchanges) one batch deletes at most
 BATCH = 500
+FINAL = sorted(str(s) for s in FINAL_STATES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,31 +54,38 @@ def delete_settled(
     batch: int = BATCH,
     deadline: Callable[[], bool] = lambda: False,
     progress: Callable[[Removed], None] = lambda _: None,
+    rest: float = 0.0,
 ) -> Removed:
     """
     Delete `destination`'s leads settled before `before`, then its exchanges older than
     `before` that no delivery refers to, `batch` at a time; `progress` hears after each
-    batch. Stops early, with `finished=False`, once `deadline()` says so.
+    batch. Stops early, with `finished=False`, once `deadline()` says so. `rest`: for
+    each second a batch took, this many seconds of pause before the next, so that a
+    purge leaves the database's disk and WAL to the claims part of the time.
     """
     leads = attempts = 0
     cursor: tuple[datetime, int] | None = None
     while True:
         if deadline():
             return Removed(destination, leads, attempts, finished=False)
+        began = time.monotonic()
         with sessions.begin() as session:
             gone, cursor = _lead_batch(session, destination, before, cursor, batch)
         if cursor is None:
             break
+        time.sleep((time.monotonic() - began) * rest)
         leads += gone
         progress(Removed(destination, leads, attempts, finished=False))
     last: tuple[datetime, int] | None = None
     while True:
         if deadline():
             return Removed(destination, leads, attempts, finished=False)
+        began = time.monotonic()
         with sessions.begin() as session:
             gone, last = _attempt_batch(session, destination, before, last, batch)
         if last is None:
             break
+        time.sleep((time.monotonic() - began) * rest)
         attempts += gone
         progress(Removed(destination, leads, attempts, finished=False))
     return Removed(destination, leads, attempts)
@@ -92,7 +101,7 @@ def _lead_batch(
     """
     One batch of leads: the next `batch` deliveries settled before the cut, in settling
     order from `after`; of their leads, those with no delivery open or settled since
-    the cut are deleted. Returns (leads deleted, where the next batch starts), or
+    the cut are deleted, children first. Returns (leads deleted, where the next batch starts), or
     (0, None) when no settled delivery is left to look at.
     """
     where = [
@@ -114,16 +123,41 @@ def _lead_batch(
     ).all()
     if not rows:
         return 0, None
+    candidates = sorted({lead_id for _, lead_id, _ in rows})
     other = aliased(DeliveryRow)
     still_kept = exists().where(
         other.lead_id == LeadRow.id,
-        other.settled_at.is_(None)
-        | (other.settled_at >= before)
-        | other.state.not_in([str(s) for s in FINAL_STATES]),
+        other.settled_at.is_(None) | (other.settled_at >= before) | other.state.not_in(FINAL),
     )
+    ids = list(session.scalars(select(LeadRow.id).where(LeadRow.id.in_(candidates), ~still_kept)))
+    if ids:
+        # Children first, each in one statement: the foreign keys' cascades would run a
+        # statement per lead (and per delivery), and the delivery counts' trigger with each.
+        # Each statement checks the rows again, so a delivery put back since (`retry`)
+        # keeps itself and its lead.
+        settled_long_ago = (
+            DeliveryRow.lead_id.in_(ids),
+            DeliveryRow.settled_at < before,
+            DeliveryRow.state.in_(FINAL),
+        )
+        session.execute(
+            delete(AttemptResultRow)
+            .where(
+                AttemptResultRow.delivery_id.in_(
+                    select(DeliveryRow.id).where(*settled_long_ago).scalar_subquery()
+                )
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            delete(DeliveryRow)
+            .where(*settled_long_ago)
+            .execution_options(synchronize_session=False)
+        )
+    any_delivery = exists().where(DeliveryRow.lead_id == LeadRow.id)
     result = session.execute(
         delete(LeadRow)
-        .where(LeadRow.id.in_(sorted({lead_id for _, lead_id, _ in rows})), ~still_kept)
+        .where(LeadRow.id.in_(ids), ~any_delivery)
         .execution_options(synchronize_session=False)
     )
     last_id, _, last_at = rows[-1]
