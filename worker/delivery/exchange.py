@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
+import redis
 from sqlalchemy.orm import Session
 
 from worker import ledger
@@ -135,10 +136,35 @@ def call(
         if quota and not turn.ctx.limiter.spend_quota(turn.dest, turn.now()):
             return QuotaSpent()
         exchange = _send(turn, request, kind)
-        _learn(turn, grant, exchange)
+        _after_the_answer(turn, "learn", lambda: _learn(turn, grant, exchange))
         return exchange
     finally:
-        turn.ctx.limiter.release(turn.dest, grant.holder)
+        _after_the_answer(
+            turn, "release", lambda: turn.ctx.limiter.release(turn.dest, grant.holder)
+        )
+
+
+def _after_the_answer(turn: Turn, what: str, step: Callable[[], object]) -> None:
+    """
+    A limiter call made once the request went out: Redis away (a failover, a restart)
+    must not cost the answer, which the caller is about to write to the ledger. Left
+    undone, a release ends by itself when the slot's lease does, and a learned rate
+    misses one answer.
+    """
+    try:
+        step()
+    except redis.RedisError as exc:
+        log.warning(
+            "the limiter is away after a request to %s: its %s waits for the slot's lease",
+            turn.dest.name,
+            what,
+            extra={
+                "event": "limiter.away",
+                "destination": turn.dest.name,
+                "step": what,
+                "error": type(exc).__name__,
+            },
+        )
 
 
 def _learn(turn: Turn, grant: Grant, exchange: Exchange) -> None:
