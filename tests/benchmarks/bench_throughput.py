@@ -1,30 +1,66 @@
 """
-Throughput: leads/s delivered end to end to an unthrottled Kuper emulator by
-`celery -A worker worker -c 4`, beside raw Celery draining one no-op task per
-item on the same Redis with the same 4 processes. Target: at least 5×.
+Throughput: leads/s delivered to an unthrottled Kuper emulator by
+`celery -A worker worker -c 4` (and beat), beside raw Celery draining one
+no-op task per item on the same Redis with the same 4 processes. Target: at
+least 5×.
 
-    .venv/bin/python -m tests.benchmarks.bench_throughput [N]
+    .venv/bin/python -m tests.benchmarks.bench_throughput [N] [--mode both|drain|e2e]
+        [--runs R] [--sandbox thread|process]
 
-Both clocks run from the first item handed over to the last one done, the
-workers already up: ours submits N leads (validated, committed) and the
-workers deliver them in batches of 50 (Kuper's own advice); the baseline
-calls delay() N times while its workers drain them.
+Two measures, each with its own clock:
+
+* drain against drain (`--mode drain`): both sides find N items waiting
+  before their workers start (ours: N leads accepted and their wake-ups
+  queued; the baseline: N delay() calls), then the workers drain them. The
+  clock runs from the first item done to the last one done, read from the
+  items' own completion times: the ledger's `settled_at` for ours (taken
+  when a batch's answer is read, written in its settling transaction), and
+  for the baseline the time.time() each no-op task appends to a Redis list
+  (one round trip, what the counter it replaces cost). Start-up is outside
+  both clocks; the rate counts the items done after the first instant, over
+  that span. The wall clock (perf_counter, workers started → the last item
+  seen done) is printed beside it, start-up included. Each side runs `R`
+  times (default 2), alternating.
+* end to end (`--mode e2e`): the workers already up, ours submits N leads
+  (validated, committed) and the workers deliver them; the baseline calls
+  delay() N times while its workers drain them. The clock (perf_counter)
+  runs from the first item handed over to the last one seen done.
+
+Ours sends in batches of 50 (Kuper's own advice). The emulator runs in a
+thread of this process (`--sandbox thread`, as before) or in a process of its
+own (`--sandbox process`: `leadrelay sandbox`), so that its CPU does not
+share this process's GIL with the polling below. During each drain the CPU
+each process used over the drain is printed (psutil), in cores.
+
+BENCH_PYSPY=<py-spy binary>:<output prefix> samples every worker process over
+each drain (`py-spy record --subprocesses --idle`, 50 Hz, collapsed stacks):
+where each process's wall time goes, waits included. py-spy itself takes CPU
+on the same machine, so a profiled run is slower than the figures above.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import redis
 from sqlalchemy import func, select
 
 from producers.client import Producer
+from sandbox import free_port, serve
 from sandbox import kuper as kuper_sandbox
-from sandbox import serve
 from tests.benchmarks._common import fresh_database, fresh_redis
 from tests.benchmarks._procs import celery_worker, relay_env
 from tests.factories import kuper_lead, kuper_table
@@ -32,6 +68,266 @@ from worker.delivery.context import build
 from worker.intake import Submission
 from worker.ledger.tables import DeliveryRow
 from worker.settings import load, parse_destinations
+
+#: the drain mode's own database, apart from the other benchmarks' `leadrelay_bench`
+DRAIN_DB = "leadrelay_bench_drain"
+
+
+# ---------------------------------------------------------------- CPU over a drain
+
+
+@dataclass
+class Cpu:
+    """CPU seconds per process group between two snapshots, and the wall between them."""
+
+    start: dict[str, float] = field(default_factory=dict)
+    end: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0
+    _t0: float = 0.0
+
+    def snap(self, first: bool) -> None:
+        if first:
+            self.start, self._t0 = _cpu_by_group(), time.perf_counter()
+        else:
+            self.end, self.wall = _cpu_by_group(), time.perf_counter() - self._t0
+
+    def lines(self) -> list[str]:
+        if not self.wall:
+            return []
+        used = {k: self.end.get(k, 0.0) - self.start.get(k, 0.0) for k in self.end}
+        machine = used.pop("machine") / self.wall
+        parts = [f"{k} {v / self.wall:.2f}" for k, v in sorted(used.items()) if v > 0.005]
+        total = sum(used.values()) / self.wall
+        return [
+            f"    CPU over the drain, cores: {', '.join(parts)}; sum {total:.2f}",
+            f"    machine busy {machine:.2f} of {os.cpu_count()} cores (the rest of it:"
+            f" {machine - total:.2f})",
+        ]
+
+
+def _cpu_by_group() -> dict[str, float]:
+    """user+system seconds of this process, its descendants, PostgreSQL and Redis."""
+    me = psutil.Process()
+    times = psutil.cpu_times()
+    out: dict[str, float] = {"machine": sum(times) - times.idle - getattr(times, "iowait", 0.0)}
+
+    def add(name: str, proc: psutil.Process) -> None:
+        try:
+            t = proc.cpu_times()
+            out[name] = out.get(name, 0.0) + t.user + t.system
+        except psutil.Error:
+            pass
+
+    add("bench+sandbox", me)
+    for child in me.children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if " beat" in cmd:
+            add("beat", child)
+        elif "sandbox" in cmd and "celery" not in cmd:
+            add("sandbox", child)
+        elif child.ppid() == me.pid:
+            add("celery-main", child)
+        else:
+            add(f"pool-{child.pid}", child)
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        name = proc.info["name"] or ""
+        if name.startswith("postgres"):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            add("postgres(ours)" if DRAIN_DB in cmd else "postgres(rest)", proc)
+        elif name.startswith("redis-server"):
+            add("redis", proc)
+    return out
+
+
+# ---------------------------------------------------------------- the emulator
+
+
+@contextmanager
+def sandbox(where: str) -> Iterator[str]:
+    """The Kuper emulator, in a thread of this process or in a process of its own."""
+    if where == "thread":
+        with serve(kuper_sandbox.create_app(username="partner", password="kuper-secret-pw")) as url:
+            yield url
+        return
+    port = free_port()
+    code = (
+        "import threading; from sandbox import serve, kuper\n"
+        f"with serve(kuper.create_app(username='partner', password='kuper-secret-pw'),"
+        f" port={port}):\n    threading.Event().wait()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, "sandbox"], start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{url}/__sandbox__/log", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the Kuper emulator did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _requests_ok(url: str) -> int:
+    return len([e for e in httpx.get(f"{url}/__sandbox__/log").json() if e["status"] == 200])
+
+
+# ---------------------------------------------------------------- drain against drain
+
+
+@dataclass
+class Drain:
+    """One drain: its first-done → last-done span, the items done after the first instant."""
+
+    items: int
+    span: float  #: seconds, first item done → last item done (the items' own times)
+    after_first: int  #: items done after the first instant (the rate's numerator)
+    wall: float  #: seconds, perf_counter, workers started → last item seen done
+    cpu: Cpu
+
+    @property
+    def rate(self) -> float:
+        return self.after_first / self.span
+
+
+def _span(times: Sequence[float]) -> tuple[float, int]:
+    first, last = min(times), max(times)
+    return last - first, sum(1 for t in times if t > first)
+
+
+def _watch(done: int, n: int, cpu: Cpu, seen: list[bool]) -> bool:
+    """One poll: snapshot the CPU at the first item seen done and at the last; True when all are."""
+    if done and not seen[0]:
+        seen[0] = True
+        cpu.snap(first=True)
+        _profile_start()
+    if done >= n:
+        cpu.snap(first=False)
+        _profile_stop()
+        return True
+    return False
+
+
+#: BENCH_PYSPY=<py-spy binary>:<output file>: sample the worker processes over each drain
+#: (wall clock, idle included: where each process's time goes, waits too)
+_PYSPY = os.environ.get("BENCH_PYSPY", "")
+_profiler: list[subprocess.Popen[bytes]] = []
+
+
+def _profile_start() -> None:
+    if not _PYSPY:
+        return
+    binary, _, out = _PYSPY.partition(":")
+    main = [c for c in psutil.Process().children() if " worker " in " ".join(c.cmdline())]
+    args = [binary, "record", "--subprocesses", "--idle", "--nonblocking", "--format", "raw"]
+    args += ["-r", "50", "-o", f"{out}.{len(_profiler)}", "--pid", str(main[0].pid)]
+    _profiler.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+def _profile_stop() -> None:
+    if _profiler and _profiler[-1].poll() is None:
+        _profiler[-1].send_signal(signal.SIGINT)
+        _profiler[-1].wait(30)
+
+
+def ours_drain(n: int, url: str) -> Drain:
+    """N leads accepted (and their wake-ups queued) before 4 worker processes and beat start."""
+    db, broker = fresh_database(DRAIN_DB), fresh_redis(12)
+    tables = {"kuper-bench": kuper_table(url, rate=1000, burst=50, concurrency=8, batch_size=50)}
+    env = relay_env(db, broker, tables, Path(tempfile.mkdtemp()))
+    ctx = build(load(database_url=db, broker_url=broker, destinations=parse_destinations(tables)))
+    producer = Producer(ctx)
+    leads = [Submission(kuper_lead()) for _ in range(n)]
+    for i in range(0, n, 5000):
+        producer.submit_many("kuper-bench", leads[i : i + 5000])
+    cpu, seen = Cpu(), [False]
+    started = time.perf_counter()
+    delivered = DeliveryRow.state == "delivered"
+    with celery_worker("worker", env, beat=True):
+        while True:
+            with ctx.sessions() as s:
+                done = int(s.scalar(select(func.count()).where(delivered)) or 0)
+            if _watch(done, n, cpu, seen):
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+    with ctx.sessions() as s:
+        settled: list[datetime] = list(s.scalars(select(DeliveryRow.settled_at).where(delivered)))
+    ctx.close()
+    span, after = _span([t.timestamp() for t in settled])
+    return Drain(n, span, after, wall, cpu)
+
+
+def baseline_drain(n: int) -> Drain:
+    """N no-op tasks delay()ed before 4 worker processes start."""
+    from tests.benchmarks import baseline_app
+
+    broker = fresh_redis(11)
+    env = {
+        **relay_env("sqlite://", broker, {}, Path(tempfile.mkdtemp())),
+        "BASELINE_BROKER": broker,
+    }
+    baseline_app.app.conf.broker_url = broker
+    r = redis.Redis.from_url(broker)
+    for i in range(n):
+        baseline_app.noop.delay(i)
+    cpu, seen = Cpu(), [False]
+    started = time.perf_counter()
+    with celery_worker("tests.benchmarks.baseline_app", env, queues="baseline"):
+        while not _watch(int(r.llen(baseline_app.NOOP_DONE)), n, cpu, seen):
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+    span, after = _span([float(t) for t in r.lrange(baseline_app.NOOP_DONE, 0, -1)])
+    return Drain(n, span, after, wall, cpu)
+
+
+def drain_against_drain(n: int, runs: int, where: str, sides: str = "both") -> None:
+    print(f"drain against drain, {n:,} items waiting before 4 worker processes start (each side)")
+    print("  clock: first item done → last item done (ledger settled_at / the task's time.time());")
+    print("  wall: perf_counter, workers started → last item seen done, start-up included")
+    ours: list[Drain] = []
+    base: list[Drain] = []
+    for run in range(1, runs + 1):
+        if sides in ("both", "ours"):
+            with sandbox(where) as url:
+                ours.append(ours_drain(n, url))
+                requests = _requests_ok(url)
+            _print(
+                "leadrelay, to the Kuper emulator", run, ours[-1], "leads", f"{requests} requests"
+            )
+        if sides in ("both", "baseline"):
+            base.append(baseline_drain(n))
+            _print("raw Celery, one no-op task per item", run, base[-1], "items")
+    if not (ours and base):
+        return
+    best_ours, best_base = max(d.rate for d in ours), max(d.rate for d in base)
+    mean_ours = sum(d.rate for d in ours) / len(ours)
+    mean_base = sum(d.rate for d in base) / len(base)
+    print(
+        f"  ratio, first done → last done: {mean_ours / mean_base:.1f}× (means), "
+        f"{best_ours / best_base:.1f}× (bests); target ≥ 5×"
+    )
+
+
+def _print(label: str, run: int, d: Drain, unit: str, more: str = "") -> None:
+    print(
+        f"  {label:36} run {run}: {d.span:6.2f} s  {d.rate:7,.0f} {unit}/s first→last"
+        f"  | wall {d.wall:6.2f} s  {d.items / d.wall:7,.0f} {unit}/s  {more}"
+    )
+    for line in d.cpu.lines():
+        print(line)
+    print(f"    load average when done: {os.getloadavg()[0]:.2f}")
+
+
+# ---------------------------------------------------------------- end to end
 
 
 def ours(n: int, url: str) -> float:
@@ -70,19 +366,18 @@ def baseline(n: int) -> float:
         start = time.perf_counter()
         for i in range(n):
             baseline_app.noop.delay(i)
-        while int(counter.get("baseline:done") or 0) < n:
+        while int(counter.llen(baseline_app.NOOP_DONE)) < n:
             time.sleep(0.05)
         return time.perf_counter() - start
 
 
-def main(n: int = 20_000) -> None:
-    with serve(kuper_sandbox.create_app(username="partner", password="kuper-secret-pw")) as url:
+def end_to_end(n: int, where: str) -> None:
+    with sandbox(where) as url:
         ours_s = ours(n, url)
-        requests = len(
-            [e for e in httpx.get(f"{url}/__sandbox__/log").json() if e["status"] == 200]
-        )
+        requests = _requests_ok(url)
     base_s = baseline(n)
-    print(f"throughput, {n:,} items, 4 worker processes each (same machine, same run)")
+    print(f"end to end, {n:,} items, 4 worker processes each, workers already up")
+    print("  clock: perf_counter, first item handed over → last item seen done")
     print(
         f"  leadrelay, delivered to the Kuper emulator  {ours_s:7.2f} s  {n / ours_s:9,.0f} leads/s"
         f"  ({requests} requests)"
@@ -93,5 +388,20 @@ def main(n: int = 20_000) -> None:
     print(f"  ratio: {base_s / ours_s:.1f}× (target ≥ 5×)")
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench_throughput")
+    parser.add_argument("n", nargs="?", type=int, default=20_000)
+    parser.add_argument("--mode", choices=("both", "drain", "e2e"), default="both")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--sandbox", choices=("thread", "process"), default="thread")
+    parser.add_argument("--sides", choices=("both", "ours", "baseline"), default="both")
+    args = parser.parse_args(argv)
+    print(f"({os.cpu_count()} CPUs; the emulator in a {args.sandbox})")
+    if args.mode in ("both", "drain"):
+        drain_against_drain(args.n, args.runs, args.sandbox, args.sides)
+    if args.mode in ("both", "e2e"):
+        end_to_end(args.n, args.sandbox)
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000)
+    main()

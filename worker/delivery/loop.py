@@ -2,7 +2,10 @@
 THE delivery loop: claim → checks → build → exchange → read → settle.
 
 One step of `drain` is short: one claim, one request with a timeout, one
-commit. Two things may add requests to a step, each through the exchange
+commit. Within a drain, a batch's settlement is written in the transaction
+of the next step's claim (or on its own when the drain ends), so a batch
+costs one commit, not two; a claim is still committed before its request
+goes. Two things may add requests to a step, each through the exchange
 (`worker.delivery.exchange`, the one way out to a platform): what a lead
 needs before it is sent (`worker.delivery.checks`: an in-doubt lead's
 lookup, an Admitad program's rules), and the halves of a batch the platform
@@ -17,10 +20,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from worker import ledger
 from worker.config import DestinationConfig
@@ -68,36 +74,81 @@ class DrainReport:
 
 def drain(ctx: WorkerContext, destination: str, *, budget: float | None = None) -> DrainReport:
     """Deliver due leads of one destination until none is due, a wait, or `budget` seconds."""
-    turn = Turn.at(ctx, destination)
     deadline = time.monotonic() + (ctx.settings.drain_budget if budget is None else budget)
-    report = DrainReport(destination)
-    while True:
-        step = deliver_batch(turn)
-        report.outcomes.update(step.outcomes)
-        report.requests += step.requests
-        report.throttles += step.throttles
-        if step.kind == "deferred":
-            report.deferred = step.wait
-            return report
-        if step.kind == "empty":
-            return report
-        if time.monotonic() >= deadline:
-            report.more = True
-            return report
+    with _one_connection(ctx) as held:
+        return _drain(Turn.at(held, destination), deadline)
 
 
-def deliver_batch(turn: Turn) -> Step:
+@contextmanager
+def _one_connection(ctx: WorkerContext) -> Iterator[WorkerContext]:
+    """
+    The context with its sessions on one connection for the whole drain. Each
+    transaction of a step would otherwise take a connection from the pool (a
+    ping) and give it back (a rollback): two round trips per transaction that
+    carry nothing. Each transaction still commits on its own.
+    """
+    with ctx.engine.connect() as connection:
+        yield replace(ctx, sessions=sessionmaker(bind=connection, expire_on_commit=False))
+
+
+#: settlements read but not yet written: each writes itself in the session it is given
+Later = list[Callable[[Session], None]]
+
+
+def _drain(turn: Turn, deadline: float) -> DrainReport:
+    report = DrainReport(turn.dest.name)
+    later: Later = []
+    try:
+        while True:
+            step = deliver_batch(turn, later)
+            report.outcomes.update(step.outcomes)
+            report.requests += step.requests
+            report.throttles += step.throttles
+            if step.kind == "deferred":
+                report.deferred = step.wait
+                return report
+            if step.kind == "empty":
+                return report
+            if time.monotonic() >= deadline:
+                report.more = True
+                return report
+    finally:
+        if later:  # the last batch's settlement, or one whose claim's transaction failed
+            with _carrying(turn.ctx, later):
+                pass
+
+
+@contextmanager
+def _carrying(ctx: WorkerContext, later: Later | None) -> Iterator[Session]:
+    """
+    A transaction that first writes the settlements waiting in `later`; they
+    leave it only once that transaction has committed, so a failed one leaves
+    them to be written again.
+    """
+    with ctx.sessions.begin() as session:
+        for write in later or ():
+            write(session)
+        yield session
+    if later:
+        later.clear()
+
+
+def deliver_batch(turn: Turn, later: Later | None = None) -> Step:
     """
     One claim, one request, one commit; for a batch the platform refuses whole,
-    a request per half as well (`_split`), all within the claim's lease.
+    a request per half as well (`_split`), all within the claim's lease. With
+    `later`, the settlements waiting there are written in the claim's
+    transaction first, and this batch's settlement is left there in turn.
     """
     ctx, dest = turn.ctx, turn.dest
     now = ctx.clock()
-    blocked = _blocked_for(turn, now)
-    if blocked is not None:
-        return Step("deferred", blocked)
+    cooling = ctx.limiter.cooldown_left(dest)
     turn = turn.claim()
-    with ctx.sessions.begin() as session:
+    # the pause is read in the claim's own transaction: one commit for both
+    with _carrying(ctx, later) as session:
+        blocked = _blocked_for(turn, session, now, cooling)
+        if blocked is not None:
+            return Step("deferred", blocked)
         batch = ledger.claim_due(
             session,
             dest.name,
@@ -111,7 +162,7 @@ def deliver_batch(turn: Turn) -> Step:
     batch = checks.vet(turn, batch)
     if not batch:
         return Step("sent", outcomes=Counter(settled_before_sending=1))
-    return _send_batch(turn, batch, lease_until=now + dest.lease)
+    return _send_batch(turn, batch, lease_until=now + dest.lease, later=later)
 
 
 def _send_batch(
@@ -120,13 +171,15 @@ def _send_batch(
     *,
     lease_until: datetime,
     part: bool = False,
+    later: Later | None = None,
 ) -> Step:
     """
     One request for claimed deliveries: build, then the exchange (limiter slot,
     daily quota, send), read, apply. `part`: a part of a batch the platform
     refused whole; when the claim's lease (`lease_until`) has too little room
     left for it, the lease is extended first, and a part whose claim was lost
-    meanwhile is not sent.
+    meanwhile is not sent. `later`: where a plain settlement waits for the
+    next claim's transaction (`deliver_batch`).
     """
     if part and lease_until - turn.now() < _part_room(turn):
         extended = _extend(turn, batch)
@@ -141,7 +194,7 @@ def _send_batch(
     if isinstance(exchange, QuotaSpent):
         return _suspend(turn, batch, Suspended("daily quota spent", until_quota_reset=True))
     answer = read_answer(turn.adapter, turn.dest, exchange, batch)
-    return apply(turn, batch, exchange, answer, lease_until=lease_until)
+    return apply(turn, batch, exchange, answer, lease_until=lease_until, later=later)
 
 
 def _extend(turn: Turn, part: Sequence[Delivery]) -> datetime | None:
@@ -167,14 +220,17 @@ def _part_room(turn: Turn) -> timedelta:
     return timedelta(seconds=wait + turn.dest.timeout) + PART_RECORD_ROOM
 
 
-def _blocked_for(turn: Turn, now: datetime) -> timedelta | None:
-    """How long the destination is paused or cooling down; None when it may send."""
+def _blocked_for(
+    turn: Turn, session: Session, now: datetime, cooling: timedelta
+) -> timedelta | None:
+    """
+    How long the destination is paused (read in `session`) or cooling down
+    (`cooling`, the limiter's); None when it may send. A pause comes first.
+    """
     dest = turn.dest
-    with turn.ctx.sessions.begin() as session:
-        pause = ledger.active_pause(session, dest.name, now)
-        if pause is not None:
-            return (pause.until - now) if pause.until else timedelta(seconds=dest.auth_pause)
-    cooling = turn.ctx.limiter.cooldown_left(dest)
+    pause = ledger.active_pause(session, dest.name, now)
+    if pause is not None:
+        return (pause.until - now) if pause.until else timedelta(seconds=dest.auth_pause)
     return cooling if cooling > timedelta(0) else None
 
 
@@ -195,11 +251,13 @@ def apply(
     answer: Answer,
     *,
     lease_until: datetime,
+    later: Later | None = None,
 ) -> Step:
     """
     Act on the answer: settle each lead, cool down / pause the destination, or
     send the halves of a batch refused whole, each on its own (within the
-    claim's lease, `lease_until`).
+    claim's lease, `lease_until`). With `later`, the settlement is left there
+    for the next claim's transaction instead of a transaction of its own.
     """
     if isinstance(answer, Throttled):
         return _throttle(turn, batch, exchange, answer)
@@ -217,9 +275,17 @@ def apply(
         retry.settle(d, o, dest, now, turn.ctx.rand, follow_up=follow_up)
         for d, o in zip(batch, outcomes, strict=True)
     ]
-    with turn.ctx.sessions.begin() as session:
+    results = [(s.delivery_id, s.outcome, s.detail) for s in settlements]
+
+    def write(session: Session) -> None:
         settle.write(turn, session, batch, settlements, now)
-        record(turn, session, exchange, [(s.delivery_id, s.outcome, s.detail) for s in settlements])
+        record(turn, session, exchange, results)
+
+    if later is None:
+        with turn.ctx.sessions.begin() as session:
+            write(session)
+    else:
+        later.append(write)
     counts = Counter(str(s.state) for s in settlements)
     metrics.count_outcomes(dest.name, counts)
     _sent(turn, exchange, "batch sent", "delivery.sent", len(batch), outcomes=dict(counts))

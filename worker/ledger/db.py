@@ -236,7 +236,7 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def _on_postgresql(session: Session) -> bool:
+def on_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
@@ -252,7 +252,7 @@ def insert_ignoring(
     (`index_elements` WHERE `index_where`): ON CONFLICT … DO NOTHING, which both
     databases spell alike but SQLAlchemy builds with each one's own `insert`.
     """
-    ins = postgresql.insert(model) if _on_postgresql(session) else sqlite.insert(model)
+    ins = postgresql.insert(model) if on_postgresql(session) else sqlite.insert(model)
     return ins.on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)
 
 
@@ -262,7 +262,7 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, An
     (about ten times the rows per second of a pipelined INSERT), on the
     session's own connection and so in its transaction.
     """
-    raw = session.connection().connection.dbapi_connection if _on_postgresql(session) else None
+    raw = session.connection().connection.dbapi_connection if on_postgresql(session) else None
     if not isinstance(raw, psycopg.Connection):
         session.execute(insert(model), rows)
         return
@@ -291,7 +291,7 @@ def any_of(
     session: Session, column: QueryableAttribute[str], values: Sequence[str]
 ) -> ColumnElement[bool]:
     """`column IN values`; on PostgreSQL one array parameter (= ANY) instead of one per value."""
-    if _on_postgresql(session):
+    if on_postgresql(session):
         return column == func.any(literal(list(values), type_=postgresql.ARRAY(String)))
     return column.in_(values)
 
@@ -332,7 +332,7 @@ def update_returning_joined(
     columns are a second read by key.
     """
     foreign_key, key = join
-    if _on_postgresql(session):
+    if on_postgresql(session):
         rows = session.execute(stmt.where(foreign_key == key).returning(*returning, *joined))
         return [dict(r._mapping) for r in rows]
     own = [dict(r._mapping) for r in session.execute(stmt.returning(*returning))]
@@ -357,12 +357,12 @@ def plan_each_time(session: Session) -> None:
     custom plan costs a millisecond of planning and sees the table's real size.
     `SET LOCAL` ends with the transaction, so a transaction pooler is safe with it.
     """
-    if _on_postgresql(session):
+    if on_postgresql(session):
         session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 def run_on_postgresql(session: Session, statement: Executable) -> int:
     """Run `statement` on PostgreSQL (its row count), nothing on SQLite (0)."""
-    if not _on_postgresql(session):
+    if not on_postgresql(session):
         return 0
     return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]

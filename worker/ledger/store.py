@@ -20,6 +20,7 @@ Writes that matter for "never lose a lead" are single statements:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -45,6 +47,7 @@ from worker.leads import DUE_STATES, FINAL_STATES, POLL_STATES, Delivery, LeadSt
 from worker.ledger import db, outbox
 from worker.ledger.outbox import Notify, Settled
 from worker.ledger.tables import (
+    DUE_STATES_SQL,
     AttemptResultRow,
     AttemptRow,
     DeliveryRow,
@@ -297,12 +300,66 @@ def claim_due(
     A send claim moves them to `sending`; a poll claim (`keep_state`) leaves
     their state and only takes the lease.
     """
+    states = frozenset(states)
+    if not keep_state and states == DUE_STATES and db.on_postgresql(session):
+        return _claim_to_send(session, destination, limit, now, lease, owner)
     claimed: list[Delivery] = []
     for doubt in (db.flag_is(DeliveryRow.in_doubt, True), db.flag_is(DeliveryRow.in_doubt, False)):
         if len(claimed) < limit:
             due = _due(destination, states, now, doubt, limit - len(claimed))
             claimed += _lease(session, due, now, lease, owner, keep_state)
     return claimed
+
+
+#: PostgreSQL: a send claim's two passes (`claim_due`) in one statement. Each pass
+#: is the index walk it was (the WHERE terms are its partial index's own), locked
+#: as it is read; the second is read only for what the first leaves of `limit`.
+_CLAIM_TO_SEND = text(
+    f"""
+    WITH doubtful AS (
+        SELECT id FROM deliveries
+        WHERE in_doubt AND destination = :destination AND {DUE_STATES_SQL}
+            AND due_at <= :now AND (lease_until IS NULL OR lease_until < :now)
+        ORDER BY due_at, id LIMIT :limit FOR UPDATE SKIP LOCKED
+    ), fresh AS (
+        SELECT id FROM deliveries
+        WHERE destination = :destination AND {DUE_STATES_SQL} AND NOT in_doubt
+            AND due_at <= :now AND (lease_until IS NULL OR lease_until < :now)
+        ORDER BY due_at, id LIMIT :limit FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        (SELECT id FROM doubtful) UNION ALL (SELECT id FROM fresh) LIMIT :limit
+    )
+    UPDATE deliveries AS d
+    SET state = :sending, lease_until = :until, lease_owner = :owner, updated_at = :now
+    FROM leads AS l
+    WHERE d.id IN (SELECT id FROM picked) AND l.id = d.lead_id
+    RETURNING d.id, d.lead_id, d.attempts, d.stage, d.external_id, d.in_doubt, d.data,
+        d.state, l.payload, l.created_at AS lead_created_at
+    """  # noqa: S608 - DUE_STATES_SQL is the partial index's own constant, no input
+).columns(
+    data=DeliveryRow.data.type,
+    payload=LeadRow.payload.type,
+    lead_created_at=LeadRow.created_at.type,
+)
+
+
+def _claim_to_send(
+    session: Session, destination: str, limit: int, now: datetime, lease: timedelta, owner: str
+) -> list[Delivery]:
+    """A send claim on PostgreSQL: in-doubt deliveries first, then by id, as `claim_due`."""
+    rows = session.execute(
+        _CLAIM_TO_SEND,
+        {
+            "destination": destination,
+            "now": now,
+            "limit": limit,
+            "sending": str(LeadState.SENDING),
+            "until": now + lease,
+            "owner": owner,
+        },
+    ).mappings()
+    found = [_delivery(dict(r), r["payload"], r["lead_created_at"]) for r in rows]
+    return sorted(found, key=lambda d: (not d.in_doubt, d.id))
 
 
 def _due(
@@ -391,22 +448,117 @@ def settle(
         return 0
     final = [s for s in settlements if s.state in FINAL_STATES] if notify else []
     before = outbox.still_leased(session, owner, [s.delivery_id for s in final])
+    rows = [
+        (
+            s.delivery_id,
+            str(s.state),
+            s.attempts,
+            s.due_at,
+            s.detail[:2000],
+            s.external_id,
+            dict(s.data),
+            s.in_doubt,
+            s.state in DUE_STATES,
+            now if s.state in FINAL_STATES or s.state == LeadState.DELIVERED else None,
+        )
+        for s in settlements
+    ]
+    if db.on_postgresql(session):
+        changed = _settle_in_one(session, owner, rows, now)
+    else:
+        changed = _settle_each(session, owner, rows, now)
+    if notify is not None:
+        outbox.record(session, notify, _moved(final, before), now)
+    return changed
+
+
+#: a settlement as `settle` lists it, and the parameters of `_SETTLE_EACH`, in that order
+_SETTLED = (
+    "id",
+    "state",
+    "attempts",
+    "due",
+    "detail",
+    "external",
+    "data",
+    "doubt",
+    "due_again",
+    "settled",
+)
+
+#: PostgreSQL: a batch's settlements in one UPDATE, each column one array parameter.
+#: in_doubt: due again, exactly the new doubt (look up before resending or not); past
+#: the send, a doubt once raised stays on the row, the record that a platform without
+#: deduplication may hold this lead twice
+_SETTLE_ALL = text(
+    """
+    UPDATE deliveries AS d SET
+        state = s.state,
+        attempts = s.attempts,
+        due_at = s.due_at,
+        detail = s.detail,
+        external_id = s.external_id,
+        data = s.data::jsonb,
+        in_doubt = CASE WHEN s.due_again THEN s.doubt ELSE d.in_doubt OR s.doubt END,
+        lease_until = NULL,
+        lease_owner = NULL,
+        updated_at = :now,
+        settled_at = s.settled_at
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:states AS text[]), CAST(:attempts AS integer[]),
+        CAST(:due AS timestamptz[]), CAST(:details AS text[]), CAST(:external AS text[]),
+        CAST(:data AS text[]), CAST(:doubt AS boolean[]), CAST(:due_again AS boolean[]),
+        CAST(:settled AS timestamptz[])
+    ) AS s(id, state, attempts, due_at, detail, external_id, data, doubt, due_again, settled_at)
+    WHERE d.id = s.id AND d.lease_owner = :owner
+    """
+)
+
+
+def _settle_in_one(
+    session: Session, owner: str, rows: Sequence[tuple[Any, ...]], now: datetime
+) -> int:
+    """
+    PostgreSQL: the batch in one UPDATE … FROM unnest(arrays). One statement, not
+    one per row: the server runs it (and the deliveries' statement trigger that
+    keeps their counts) once per batch; and one fixed text with ten parameters
+    however long the batch, so it is compiled once and prepared once.
+    """
+    ids, states, attempts, due, details, external, data, doubt, due_again, settled = zip(
+        *rows, strict=True
+    )
+    params = {
+        "ids": list(ids),
+        "states": list(states),
+        "attempts": list(attempts),
+        "due": list(due),
+        "details": list(details),
+        "external": list(external),
+        "data": [json.dumps(d, ensure_ascii=False) for d in data],
+        "doubt": list(doubt),
+        "due_again": list(due_again),
+        "settled": list(settled),
+        "now": now,
+        "owner": owner,
+    }
+    return int(session.execute(_SETTLE_ALL, params).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _settle_each(
+    session: Session, owner: str, rows: Sequence[tuple[Any, ...]], now: datetime
+) -> int:
+    """SQLite: one UPDATE per row, executed as many (its row triggers keep the counts)."""
+    p: dict[str, Any] = {name: bindparam(f"b_{name}") for name in _SETTLED}
     stmt = (
         update(DeliveryRow)
-        .where(
-            DeliveryRow.id == bindparam("b_id"),
-            DeliveryRow.lease_owner == bindparam("b_owner"),
-        )
+        .where(DeliveryRow.id == p["id"], DeliveryRow.lease_owner == owner)
         .values(
-            state=bindparam("b_state"),
-            attempts=bindparam("b_attempts"),
-            due_at=bindparam("b_due"),
-            detail=bindparam("b_detail"),
-            external_id=bindparam("b_external"),
-            data=bindparam("b_data"),
-            # due again: exactly the new doubt (look up before resending or not); past
-            # the send: a doubt once raised stays on the row, the record that a platform
-            # without deduplication may hold this lead twice
+            state=p["state"],
+            attempts=p["attempts"],
+            due_at=p["due"],
+            detail=p["detail"],
+            external_id=p["external"],
+            data=p["data"],
             in_doubt=case(
                 (bindparam("b_due_again", type_=Boolean), bindparam("b_doubt", type_=Boolean)),
                 else_=or_(DeliveryRow.in_doubt, bindparam("b_doubt_kept", type_=Boolean)),
@@ -414,30 +566,15 @@ def settle(
             lease_until=None,
             lease_owner=None,
             updated_at=now,
-            settled_at=bindparam("b_settled"),
+            settled_at=p["settled"],
         )
         .execution_options(synchronize_session=False)
     )
     params = [
-        {
-            "b_id": s.delivery_id,
-            "b_owner": owner,
-            "b_state": str(s.state),
-            "b_attempts": s.attempts,
-            "b_due": s.due_at,
-            "b_detail": s.detail[:2000],
-            "b_external": s.external_id,
-            "b_data": dict(s.data),
-            "b_doubt": s.in_doubt,
-            "b_doubt_kept": s.in_doubt,
-            "b_due_again": s.state in DUE_STATES,
-            "b_settled": now if s.state in FINAL_STATES or s.state == LeadState.DELIVERED else None,
-        }
-        for s in settlements
+        {f"b_{n}": v for n, v in zip(_SETTLED, row, strict=True)} | {"b_doubt_kept": row[7]}
+        for row in rows
     ]
     result = session.connection().execute(stmt, params)
-    if notify is not None:
-        outbox.record(session, notify, _moved(final, before), now)
     return int(result.rowcount or 0)
 
 
@@ -480,33 +617,68 @@ def record_attempt(
     session: Session, attempt: AttemptRecord, results: Sequence[tuple[int, str, str]]
 ) -> int:
     """Log one exchange and, per delivery it carried, (delivery id, outcome, detail)."""
-    row = AttemptRow(
-        destination=attempt.destination,
-        kind=attempt.kind,
-        at=attempt.at,
-        request=dict(attempt.request),
-        status_code=attempt.status_code,
-        answer=attempt.answer,
-        error=attempt.error,
-        elapsed_ms=attempt.elapsed_ms,
-    )
-    session.add(row)
-    session.flush()
+    row = {
+        "destination": attempt.destination,
+        "kind": attempt.kind,
+        "at": attempt.at,
+        "request": dict(attempt.request),
+        "status_code": attempt.status_code,
+        "answer": attempt.answer,
+        "error": attempt.error,
+        "elapsed_ms": attempt.elapsed_ms,
+    }
+    if db.on_postgresql(session):
+        return _record_in_one(session, row, results)
+    # a Core INSERT … RETURNING: one statement, without the ORM's unit of work around it
+    attempt_id: int = session.execute(insert(AttemptRow).returning(AttemptRow.id), row).scalar_one()
     if results:
         db.bulk_insert(
             session,
             AttemptResultRow,
             [
-                {
-                    "attempt_id": row.id,
-                    "delivery_id": d,
-                    "outcome": o,
-                    "detail": t[:2000],
-                }
+                {"attempt_id": attempt_id, "delivery_id": d, "outcome": o, "detail": t[:2000]}
                 for d, o, t in results
             ],
         )
-    return row.id
+    return attempt_id
+
+
+#: PostgreSQL: an exchange and what it meant for each delivery, in one statement
+_RECORD_ALL = text(
+    """
+    WITH attempt AS (
+        INSERT INTO attempts (destination, kind, at, request, status_code, answer, error,
+                              elapsed_ms)
+        VALUES (:destination, :kind, :at, CAST(:request AS jsonb), :status_code, :answer,
+                :error, :elapsed_ms)
+        RETURNING id
+    ), results AS (
+        INSERT INTO attempt_results (attempt_id, delivery_id, outcome, detail)
+        SELECT attempt.id, r.delivery_id, r.outcome, r.detail
+        FROM attempt, unnest(
+            CAST(:ids AS bigint[]), CAST(:outcomes AS text[]), CAST(:details AS text[])
+        ) AS r(delivery_id, outcome, detail)
+    )
+    SELECT id FROM attempt
+    """
+)
+
+
+def _record_in_one(
+    session: Session, row: Mapping[str, Any], results: Sequence[tuple[int, str, str]]
+) -> int:
+    """
+    PostgreSQL: the attempt and its results in one INSERT … RETURNING with a
+    data-modifying CTE, one round trip where a row, its id and a COPY took several.
+    """
+    params = {
+        **row,
+        "request": json.dumps(row["request"], ensure_ascii=False),
+        "ids": [d for d, _, _ in results],
+        "outcomes": [o for _, o, _ in results],
+        "details": [t[:2000] for _, _, t in results],
+    }
+    return int(session.execute(_RECORD_ALL, params).scalar_one())
 
 
 def sweep_expired_leases(
