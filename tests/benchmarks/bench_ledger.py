@@ -430,7 +430,7 @@ def report_purge(result: dict[str, Any]) -> None:
         f"\nretention: {removed.leads:,} settled leads and {removed.attempts:,} exchanges"
         f" deleted in {result['seconds']:.0f} s ({removed.leads / result['seconds']:,.0f}"
         f" leads/s), in batches of {retention.BATCH} with a pause of {RETENTION_REST:g}x each"
-        " batch's time after it; claims of {BATCH} at {BIG}, one every 50 ms (time.perf_counter):"
+        f" batch's time after it; claims of {BATCH} at {BIG}, one every 50 ms (time.perf_counter):"
     )
     for label, samples in (("during the purge", result["during"]), ("after it", result["calm"])):
         print(
