@@ -656,7 +656,7 @@ def purge(
     Remove the personal data of settled leads older than the retention period, and
     delete whole the settled leads of each destination with `keep_days`.
     """
-    from worker.ledger.retention import Removed, delete_settled
+    from worker.ledger.retention import Removed, delete_all
 
     with context() as ctx:
         keep = ctx.settings.retention_days if days is None else days
@@ -675,17 +675,10 @@ def purge(
                     f" {removed.attempts:,} exchange(s) deleted so far"
                 )
 
-        deleted: dict[str, dict[str, int]] = {}
-        for dest in ctx.settings.destinations.values():
-            if dest.keep_days is None:
-                continue
-            removed = delete_settled(
-                ctx.sessions,
-                dest.name,
-                before=now - timedelta(days=dest.keep_days),
-                progress=progress,
-            )
-            deleted[dest.name] = {"leads": removed.leads, "attempts": removed.attempts}
+        removed = delete_all(
+            ctx.sessions, ctx.settings.destinations.values(), now, progress=progress
+        )
+        deleted = {d.name: {"leads": r.leads, "attempts": r.attempts} for d, r in removed}
     if as_json:
         emit(json.dumps({"purged": purged, "kept_days": keep, "deleted": deleted}))
         return

@@ -62,6 +62,21 @@ def ledger_url(pg_url: str) -> str:
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A ledger with no schema yet: a PostgreSQL database of its own, or a SQLite file."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+        return
+    name = f"leadrelay_test_empty_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    yield _pg_url(name)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
 def ledger_sessions(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[sessionmaker[Session]]:

@@ -7,18 +7,12 @@ folded or not, from two writers at once, and after an upgrade of a ledger in use
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import psycopg
-import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.conftest import PG_ADMIN, _pg_url
 from worker import ledger
 from worker.leads import Delivery, LeadState
 from worker.ledger import counts, migrate, reports
@@ -136,20 +130,6 @@ def test_two_writers_and_a_fold_at_once_lose_no_change(ledger_url: str) -> None:
     assert not errors, errors
     assert agree(sessions) == {"k": {"delivered": 600}}
     sessions.kw["bind"].dispose()
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/ledger.db"
-        return
-    name = f"leadrelay_test_counts_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    yield _pg_url(name)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_the_upgrade_counts_a_ledger_in_use(empty_url: str) -> None:

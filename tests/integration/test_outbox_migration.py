@@ -6,17 +6,11 @@ and a downgrade takes the outbox away again.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import psycopg
-import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select
 
-from tests.conftest import PG_ADMIN, _pg_url
 from worker import ledger
 from worker.ledger import migrate
 from worker.ledger.db import make_engine, make_sessionmaker
@@ -24,21 +18,6 @@ from worker.ledger.store import NewLead
 from worker.ledger.tables import DeliveryRow, LeadRow, OutboxRow
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A ledger with no schema yet: a database of its own, or a SQLite file."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/ledger.db"
-        return
-    name = f"leadrelay_test_outbox_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    yield _pg_url(name)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_0003_adds_the_outbox_to_a_ledger_in_use_and_keeps_every_row(empty_url: str) -> None:

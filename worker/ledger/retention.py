@@ -19,17 +19,20 @@ per run, never read again by every batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import cast
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from worker.config import DestinationConfig
 from worker.leads import FINAL_STATES
 from worker.ledger.tables import AttemptResultRow, AttemptRow, DeliveryRow, LeadRow
 
+#: where the next batch starts: (settled_at or at, id) of the last row seen; None: done
+_Cursor = tuple[datetime, int] | None
 #: leads (or exchanges) one batch deletes at most
 BATCH = 500
 FINAL = sorted(str(s) for s in FINAL_STATES)
@@ -63,32 +66,45 @@ def delete_settled(
     each second a batch took, this many seconds of pause before the next, so that a
     purge leaves the database's disk and WAL to the claims part of the time.
     """
-    leads = attempts = 0
-    cursor: tuple[datetime, int] | None = None
-    while True:
-        if deadline():
-            return Removed(destination, leads, attempts, finished=False)
-        began = time.monotonic()
-        with sessions.begin() as session:
-            gone, cursor = _lead_batch(session, destination, before, cursor, batch)
-        if cursor is None:
-            break
-        time.sleep((time.monotonic() - began) * rest)
-        leads += gone
-        progress(Removed(destination, leads, attempts, finished=False))
-    last: tuple[datetime, int] | None = None
-    while True:
-        if deadline():
-            return Removed(destination, leads, attempts, finished=False)
-        began = time.monotonic()
-        with sessions.begin() as session:
-            gone, last = _attempt_batch(session, destination, before, last, batch)
-        if last is None:
-            break
-        time.sleep((time.monotonic() - began) * rest)
-        attempts += gone
-        progress(Removed(destination, leads, attempts, finished=False))
-    return Removed(destination, leads, attempts)
+    counted = {"leads": 0, "attempts": 0}
+
+    def batches(kind: str, step: Callable[[Session, _Cursor], tuple[int, _Cursor]]) -> bool:
+        """Run `step` batch after batch until it finds nothing; False at the deadline."""
+        cursor: _Cursor = None
+        while not deadline():
+            began = time.monotonic()
+            with sessions.begin() as session:
+                gone, cursor = step(session, cursor)
+            if cursor is None:
+                return True
+            time.sleep((time.monotonic() - began) * rest)
+            counted[kind] += gone
+            progress(Removed(destination, counted["leads"], counted["attempts"], finished=False))
+        return False
+
+    finished = batches(
+        "leads", lambda s, after: _lead_batch(s, destination, before, after, batch)
+    ) and batches("attempts", lambda s, after: _attempt_batch(s, destination, before, after, batch))
+    return Removed(destination, counted["leads"], counted["attempts"], finished=finished)
+
+
+def delete_all(
+    sessions: sessionmaker[Session],
+    destinations: Iterable[DestinationConfig],
+    now: datetime,
+    **options: Any,
+) -> list[tuple[DestinationConfig, Removed]]:
+    """`delete_settled` for each destination with `keep_days`, its cut `keep_days` before `now`."""
+    return [
+        (
+            dest,
+            delete_settled(
+                sessions, dest.name, before=now - timedelta(days=dest.keep_days), **options
+            ),
+        )
+        for dest in destinations
+        if dest.keep_days is not None
+    ]
 
 
 def _lead_batch(

@@ -35,7 +35,7 @@ from worker.delivery import context, notify, polling
 from worker.delivery import loop as delivery
 from worker.errors import first_line
 from worker.ledger import counts
-from worker.ledger.retention import delete_settled
+from worker.ledger import retention as retention_run
 from worker.ops.redact import redact_value
 from worker.runtime.app import app
 from worker.runtime.wakeups import wake
@@ -204,16 +204,13 @@ def retention() -> dict[str, Any]:
     now = ctx.clock()
     stop_at = time.monotonic() + RETENTION_BUDGET_S
     report: dict[str, Any] = {}
-    for dest in ctx.settings.destinations.values():
-        if dest.keep_days is None:
-            continue
-        removed = delete_settled(
-            ctx.sessions,
-            dest.name,
-            before=now - timedelta(days=dest.keep_days),
-            deadline=lambda: time.monotonic() > stop_at,
-            rest=RETENTION_REST,
-        )
+    for dest, removed in retention_run.delete_all(
+        ctx.sessions,
+        ctx.settings.destinations.values(),
+        now,
+        deadline=lambda: time.monotonic() > stop_at,
+        rest=RETENTION_REST,
+    ):
         report[dest.name] = {
             "leads": removed.leads,
             "attempts": removed.attempts,
