@@ -41,6 +41,7 @@ on the same machine, so a profiled run is slower than the figures above.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -112,11 +113,9 @@ def _cpu_by_group() -> dict[str, float]:
     out: dict[str, float] = {"machine": sum(times) - times.idle - getattr(times, "iowait", 0.0)}
 
     def add(name: str, proc: psutil.Process) -> None:
-        try:
+        with contextlib.suppress(psutil.Error):  # a process that ended is not counted
             t = proc.cpu_times()
             out[name] = out.get(name, 0.0) + t.user + t.system
-        except psutil.Error:
-            pass
 
     add("bench+sandbox", me)
     for child in me.children(recursive=True):

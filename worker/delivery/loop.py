@@ -114,8 +114,10 @@ def _drain(turn: Turn, deadline: float) -> DrainReport:
                 return report
     finally:
         if later:  # the last batch's settlement, or one whose claim's transaction failed
-            with _carrying(turn.ctx, later):
-                pass
+            with turn.ctx.sessions.begin() as session:
+                for write in later:
+                    write(session)
+            later.clear()
 
 
 @contextmanager

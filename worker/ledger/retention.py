@@ -111,9 +111,9 @@ def _lead_batch(
     session: Session,
     destination: str,
     before: datetime,
-    after: tuple[datetime, int] | None,
+    after: _Cursor,
     batch: int,
-) -> tuple[int, tuple[datetime, int] | None]:
+) -> tuple[int, _Cursor]:
     """
     One batch of leads: the next `batch` deliveries settled before the cut, in settling
     order from `after`; of their leads, those with no delivery open or settled since
@@ -185,9 +185,9 @@ def _attempt_batch(
     session: Session,
     destination: str,
     before: datetime,
-    after: tuple[datetime, int] | None,
+    after: _Cursor,
     batch: int,
-) -> tuple[int, tuple[datetime, int] | None]:
+) -> tuple[int, _Cursor]:
     """
     One batch of exchanges older than the cut, in time order from `after`: those no
     delivery's result refers to any more are deleted. Returns (deleted, where the next
