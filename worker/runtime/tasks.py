@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, ParamSpec
 
 import kombu
+import psycopg
 import redis
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError
@@ -62,6 +63,19 @@ class RedactedRequest(Request):
 P = ParamSpec("P")
 
 
+def ledger_lost(exc: sa_exc.DBAPIError) -> bool:
+    """
+    Whether an error says the ledger went away rather than a statement being wrong:
+    a lost or refused connection, or the driver losing its place in the protocol
+    (psycopg's bare InternalError, with no SQLSTATE: "received 2 results from
+    RELEASE" when PgBouncer hands a transaction a restarted server mid-way).
+    An InternalError the server sent (it has a SQLSTATE) is a real error.
+    """
+    if not isinstance(exc, sa_exc.InternalError):
+        return True
+    return isinstance(exc.orig, psycopg.InternalError) and exc.orig.sqlstate is None
+
+
 def ledger_may_be_away(task: Callable[P, dict[str, Any]]) -> Callable[P, dict[str, Any]]:
     """
     A task that finds the ledger away (PostgreSQL restarting, a failover) logs one
@@ -74,7 +88,9 @@ def ledger_may_be_away(task: Callable[P, dict[str, Any]]) -> Callable[P, dict[st
     def run(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
         try:
             return task(*args, **kwargs)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.InternalError) as exc:
+            if not ledger_lost(exc):
+                raise
             log.warning(
                 "the ledger is away: this run ends, the next sweep starts it again",
                 extra={"event": "ledger.away", "task": task.__name__, "error": first_line(exc)},
