@@ -84,7 +84,8 @@ def test_counts_follow_every_change_folded_or_not(ledger_sessions: sessionmaker[
         ledger.requeue(s, RequeueFilter(destination="k"), NOW)
     assert agree(ledger_sessions)["k"] == {"queued": 20, "delivered": 20}
 
-    with ledger_sessions.begin() as s:  # a lead's deletion takes its deliveries (cascade)
+    with ledger_sessions.begin() as s:  # deleted as retention deletes: deliveries, then leads
+        s.execute(delete(DeliveryRow).where(DeliveryRow.destination == "s"))
         s.execute(delete(LeadRow).where(LeadRow.destination == "s"))
     with ledger_sessions.begin() as s:
         counts.fold(s)

@@ -18,6 +18,7 @@ different SQL, the query calls a helper here, named after what it does:
 
 * `insert_ignoring`          INSERT … ON CONFLICT DO NOTHING, in each database's own construct
 * `bulk_insert`              COPY on PostgreSQL; a plain multi-row INSERT on SQLite
+* `copies`, `copy_rows`      COPY of rows given as sequences, where the session can COPY
 * `any_of`                   `= ANY(array)` on PostgreSQL (one parameter); `IN (…)` on SQLite
 * `skip_locked`              FOR UPDATE SKIP LOCKED on PostgreSQL; nothing on SQLite
 * `flag_is`                  a boolean column in the form its partial index's WHERE is written
@@ -32,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVarTuple, get_args
 
 import psycopg
@@ -262,12 +263,46 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, An
     (about ten times the rows per second of a pipelined INSERT), on the
     session's own connection and so in its transaction.
     """
-    raw = session.connection().connection.dbapi_connection if on_postgresql(session) else None
-    if not isinstance(raw, psycopg.Connection):
+    if not copies(session):
         session.execute(insert(model), rows)
         return
     columns = list(rows[0])
     json_columns = {c.name for c in model.__table__.columns if isinstance(c.type, JSON)}
+    copy_rows(
+        session,
+        model,
+        columns,
+        (
+            [
+                json.dumps(row[c], ensure_ascii=False) if c in json_columns else row[c]
+                for c in columns
+            ]
+            for row in rows
+        ),
+    )
+
+
+def copies(session: Session) -> bool:
+    """
+    Whether `copy_rows` can run on the session: PostgreSQL through psycopg's sync
+    connection (an asyncio session's, under `run_sync`, has no COPY to lend).
+    """
+    if not on_postgresql(session):
+        return False
+    return isinstance(session.connection().connection.dbapi_connection, psycopg.Connection)
+
+
+def copy_rows(
+    session: Session, model: type[Base], columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """
+    COPY `rows` into `model`'s table on PostgreSQL, in the session's transaction:
+    each row a sequence in `columns`' order, a JSON column's value as JSON text.
+    `bulk_insert` without its per-row dict, for a caller that has the values ready.
+    """
+    raw = session.connection().connection.dbapi_connection
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError("copy_rows needs a session on psycopg's sync connection (`copies`)")
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(model.__tablename__),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
@@ -275,12 +310,7 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, An
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row(
-                    [
-                        json.dumps(row[c], ensure_ascii=False) if c in json_columns else row[c]
-                        for c in columns
-                    ]
-                )
+                copy.write_row(row)
     except psycopg.Error as exc:
         # COPY runs past SQLAlchemy and its hook: its CONTEXT quotes the failing row
         primary_message(exc)

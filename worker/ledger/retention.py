@@ -3,7 +3,7 @@ Retention: settled leads, and the exchanges that carried them, deleted whole.
 
 A destination with `keep_days` keeps each settled lead that long after its last
 delivery settled, then the lead's row goes, with its deliveries and their attempt
-results (foreign keys, ON DELETE CASCADE), and then every exchange of that
+results (deleted first, in the same transaction), and then every exchange of that
 destination older than the cut that no remaining delivery refers to (tokens,
 settings, the batches that carried only deleted leads). Nothing pending is ever
 touched: a staged lead goes only when its every stage has settled before the cut.
@@ -147,8 +147,9 @@ def _lead_batch(
     )
     ids = list(session.scalars(select(LeadRow.id).where(LeadRow.id.in_(candidates), ~still_kept)))
     if ids:
-        # Children first, each in one statement: the foreign keys' cascades would run a
-        # statement per lead (and per delivery), and the delivery counts' trigger with each.
+        # Children first, each in one statement: a lead is deleted only once no delivery
+        # names it (PostgreSQL has no key to check that, revision 0008), and a cascade
+        # would run a statement per delivery, and the delivery counts' trigger with each.
         # Each statement checks the rows again, so a delivery put back since (`retry`)
         # keeps itself and its lead.
         settled_long_ago = (

@@ -74,6 +74,8 @@ class NewLead:
     stages: int = 1
     #: how long after acceptance the first delivery is due (Admitad: stage 1's pause)
     delay: timedelta = timedelta(0)
+    #: `payload` as JSON text, when intake encoded it already: copied as it is (PostgreSQL)
+    payload_json: str | None = None
 
 
 #: the most due deliveries `due_counts` counts per destination, given its destinations
@@ -154,20 +156,19 @@ def _keys_by_destination(leads: Iterable[NewLead]) -> dict[str, list[str]]:
 def _insert_new(session: Session, leads: Sequence[NewLead], now: datetime) -> set[str]:
     if not leads:
         return set()
-    rows = [
-        {
-            "id": lead.id,
-            "destination": lead.destination,
-            "idempotency_key": lead.idempotency_key,
-            "payload": dict(lead.payload),
-            "source": lead.source,
-            "created_at": now,
-        }
-        for lead in leads
-    ]
     if all(lead.idempotency_key is None for lead in leads):
-        db.bulk_insert(session, LeadRow, rows)
+        if all(lead.payload_json is not None for lead in leads) and db.copies(session):
+            # the payload as intake encoded it, and no dict per row: a bulk import's path
+            db.copy_rows(
+                session,
+                LeadRow,
+                _LEAD_COLUMNS,
+                [(x.id, x.destination, None, x.payload_json, x.source, now) for x in leads],
+            )
+        else:
+            db.bulk_insert(session, LeadRow, [_lead_row(lead, now) for lead in leads])
         return {lead.id for lead in leads}
+    rows = [_lead_row(lead, now) for lead in leads]
     stmt = db.insert_ignoring(
         session,
         LeadRow,
@@ -178,9 +179,34 @@ def _insert_new(session: Session, leads: Sequence[NewLead], now: datetime) -> se
     return set(found)
 
 
+_LEAD_COLUMNS = ("id", "destination", "idempotency_key", "payload", "source", "created_at")
+
+
+def _lead_row(lead: NewLead, now: datetime) -> dict[str, Any]:
+    values = (lead.id, lead.destination, lead.idempotency_key, dict(lead.payload), lead.source, now)
+    return dict(zip(_LEAD_COLUMNS, values, strict=True))
+
+
+#: PostgreSQL: the first delivery of each lead just written, from the ids and
+#: destinations as two arrays (`_insert_deliveries`): no read of the leads back
+_QUEUE_NEW = text(
+    """
+    INSERT INTO deliveries (lead_id, destination, stage, state, attempts, due_at, in_doubt,
+        detail, data, created_at, updated_at)
+    SELECT u.id, u.destination, 0, :queued, 0, :now, false, '', '{}', :now, :now
+    FROM unnest(CAST(:ids AS varchar[]), CAST(:destinations AS varchar[]))
+        AS u(id, destination)
+    """
+)
+
+
 def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime) -> None:
     single = [lead.id for lead in leads if lead.stages <= 1 and not lead.delay]
-    if single:
+    if single and db.on_postgresql(session):
+        destinations = [lead.destination for lead in leads if lead.stages <= 1 and not lead.delay]
+        params = {"ids": single, "destinations": destinations, "queued": str(LeadState.QUEUED)}
+        session.execute(_QUEUE_NEW, {**params, "now": now})
+    elif single:
         # One statement from the rows just written: no per-row parameters to send.
         session.execute(
             insert(DeliveryRow).from_select(
@@ -986,7 +1012,7 @@ def lease_waiting(
     if row is None:
         return None
     lead = session.get(LeadRow, row.lead_id)
-    assert lead is not None  # noqa: S101 - the foreign key guarantees it
+    assert lead is not None  # noqa: S101 - a delivery is written with its lead, deleted before it
     return row.destination, _delivery(dict(row._mapping), lead.payload, lead.created_at), row.due_at
 
 

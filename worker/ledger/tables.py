@@ -156,8 +156,11 @@ class DeliveryRow(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    # uq_deliveries_lead_stage (lead_id, stage) serves lookups by lead: no index of its own
-    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    # uq_deliveries_lead_stage (lead_id, stage) serves lookups by lead: no index of its own.
+    # No foreign key on PostgreSQL (migration 0008): checking it locked and rewrote the
+    # lead at every insert. Intake writes deliveries from their leads, and retention
+    # deletes them before their lead (tests/integration/test_lead_integrity.py).
+    lead_id: Mapped[str] = mapped_column(String(32))
     destination: Mapped[str] = mapped_column(String(63))
     stage: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(20))
