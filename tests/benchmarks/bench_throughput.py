@@ -4,10 +4,10 @@ Throughput: leads/s delivered to an unthrottled Kuper emulator by
 no-op task per item on the same Redis with the same 4 processes. Target: at
 least 5×.
 
-    .venv/bin/python -m tests.benchmarks.bench_throughput [N] [--mode both|drain|e2e]
-        [--runs R] [--sandbox thread|process]
+    .venv/bin/python -m tests.benchmarks.bench_throughput [N] [--mode both|drain|e2e|backlog]
+        [--runs R] [--sandbox thread|process] [--waiting W]
 
-Two measures, each with its own clock:
+Three measures:
 
 * drain against drain (`--mode drain`): both sides find N items waiting
   before their workers start (ours: N leads accepted and their wake-ups
@@ -25,6 +25,24 @@ Two measures, each with its own clock:
   (validated, committed) and the workers deliver them; the baseline calls
   delay() N times while its workers drain them. The clock (perf_counter)
   runs from the first item handed over to the last one seen done.
+* a drain behind a backlog (`--mode backlog`, ours only): the same drain of N
+  leads with W queued leads waiting (default 1,000,000) against N waiting, in
+  one run, alternating, `R` runs each. Target: the rate with W waiting at
+  least 0.67× the rate with N. Every waiting lead, in both runs, is written
+  the same way before the workers start: COPY (bench_ledger's `load_pending`,
+  Kuper payloads validated by the adapter, as intake stores them, each with
+  its own phone), due evenly over the past hour, then the delivery counts
+  folded, VACUUM ANALYZE and a CHECKPOINT (so that the load's writes are not
+  flushed during the drain), as a restored ledger would be; then the wake-ups
+  that accepting N leads through the producer sends. The clock is the
+  drain's (`settled_at`), first lead done → N-th lead done: claims go in due
+  order, so those N are the oldest of the W (with W = N, all of them), and
+  both runs measure the head of the line, which is what a backlog's workers
+  take first. The wall clock is printed beside it as above. The workers stop
+  once N are delivered (the rest of the W stay queued). Its own database
+  (`leadrelay_bench_drain_backlog`) and Redis database (13); the claim's
+  EXPLAIN (ANALYZE, BUFFERS) at W waiting is printed after the first large
+  drain, when its delivered rows lie at the head of the claim's index.
 
 Ours sends in batches of 50 (Kuper's own advice). The emulator runs in a
 thread of this process (`--sandbox thread`, as before) or in a process of its
@@ -42,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -51,27 +70,35 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 import redis
 from sqlalchemy import func, select
 
-from producers.client import Producer
+from producers.client import Producer, celery_waker
 from sandbox import free_port, serve
 from sandbox import kuper as kuper_sandbox
 from tests.benchmarks._common import fresh_database, fresh_redis
 from tests.benchmarks._procs import celery_worker, relay_env
+from tests.benchmarks.bench_ledger import BIG, claim_plan, load_pending, vacuum
 from tests.factories import kuper_lead, kuper_table
 from worker.delivery.context import build
 from worker.intake import Submission
+from worker.ledger import counts
 from worker.ledger.tables import DeliveryRow
-from worker.settings import load, parse_destinations
+from worker.settings import Settings, load, parse_destinations
 
 #: the drain mode's own database, apart from the other benchmarks' `leadrelay_bench`
 DRAIN_DB = "leadrelay_bench_drain"
+#: the backlog mode's: its name holds DRAIN_DB's, so the CPU lines count it as ours
+BACKLOG_DB = f"{DRAIN_DB}_backlog"
+BACKLOG_REDIS = 13
+#: leads per producer call in ours_drain, whose wake-ups the backlog mode sends alike
+SUBMIT_CHUNK = 5000
 
 
 # ---------------------------------------------------------------- CPU over a drain
@@ -326,6 +353,91 @@ def _print(label: str, run: int, d: Drain, unit: str, more: str = "") -> None:
     print(f"    load average when done: {os.getloadavg()[0]:.2f}")
 
 
+# ---------------------------------------------------------------- a drain behind a backlog
+
+
+def backlog_drain(n: int, waiting: int, url: str, plan: bool = False) -> Drain:
+    """
+    The first N of `waiting` queued leads (COPY, due over the past hour) delivered by
+    4 worker processes and beat, all waiting before the workers start.
+    """
+    db, broker = fresh_database(BACKLOG_DB), fresh_redis(BACKLOG_REDIS)
+    tables = {BIG: kuper_table(url, rate=1000, burst=50, concurrency=8, batch_size=50)}
+    env = relay_env(db, broker, tables, Path(tempfile.mkdtemp()))
+    settings = load(database_url=db, broker_url=broker, destinations=parse_destinations(tables))
+    ctx = build(settings)
+    started = time.perf_counter()
+    with psycopg.connect(db) as conn:
+        load_pending(conn, {BIG: waiting}, datetime.now(UTC))
+        conn.execute("SELECT setval('deliveries_id_seq', (SELECT max(id) FROM deliveries))")
+    with ctx.sessions.begin() as s:
+        counts.fold(s)
+    vacuum(db)
+    with psycopg.connect(db, autocommit=True) as conn:
+        # the load's dirty pages are written now, not by the checkpointer during the drain
+        conn.execute("CHECKPOINT")
+    took = time.perf_counter() - started
+    print(f"    {waiting:,} leads queued (COPY, VACUUM ANALYZE, CHECKPOINT) in {took:.0f} s")
+    _wake_as_producer(settings, n)
+    mine = (DeliveryRow.destination == BIG) & (DeliveryRow.state == "delivered")
+    cpu, seen = Cpu(), [False]
+    started = time.perf_counter()
+    with celery_worker("worker", env, beat=True):
+        while True:
+            with ctx.sessions() as s:
+                done = int(s.scalar(select(func.count()).where(mine)) or 0)
+            if _watch(done, n, cpu, seen):
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+    with ctx.sessions() as s:
+        when: list[datetime] = list(s.scalars(select(DeliveryRow.settled_at).where(mine)))
+    settled = sorted(t.timestamp() for t in when)
+    if plan:
+        print(
+            f"    EXPLAIN (ANALYZE, BUFFERS), one claim of 50 with {waiting - len(settled):,} left:"
+        )
+        print("\n".join(f"      {line}" for line in claim_plan(ctx.sessions).splitlines()))
+    ctx.close()
+    span, after = _span(settled[:n])
+    return Drain(n, span, after, wall, cpu)
+
+
+def _wake_as_producer(settings: Settings, n: int) -> None:
+    """The wake-ups ours_drain's producer sends for N leads accepted SUBMIT_CHUNK at a time."""
+    from worker.runtime.app import use_settings
+
+    use_settings(settings)
+    dest = settings.destination(BIG)
+    for i in range(0, n, SUBMIT_CHUNK):
+        chunk = min(SUBMIT_CHUNK, n - i)
+        celery_waker(BIG, min(dest.concurrency, math.ceil(chunk / dest.batch_size)))
+
+
+def drain_behind_backlog(n: int, waiting: int, runs: int, where: str) -> None:
+    print(
+        f"a drain behind a backlog: the first {n:,} leads delivered by 4 worker processes"
+        f" (and beat), with {waiting:,} queued leads waiting against {n:,}"
+    )
+    print("  clock: first lead done → N-th lead done (ledger settled_at);")
+    print("  wall: perf_counter, workers started → N-th lead seen done, start-up included")
+    drains: dict[int, list[Drain]] = {n: [], waiting: []}
+    for run in range(1, runs + 1):
+        for size in (n, waiting):
+            with sandbox(where) as url:
+                drains[size].append(backlog_drain(n, size, url, plan=run == 1 and size == waiting))
+            _print(f"leadrelay, {size:,} waiting", run, drains[size][-1], "leads")
+    small, large = drains[n], drains[waiting]
+    mean_small = sum(d.rate for d in small) / len(small)
+    mean_large = sum(d.rate for d in large) / len(large)
+    best_small, best_large = max(d.rate for d in small), max(d.rate for d in large)
+    print(
+        f"  ratio {waiting:,} waiting / {n:,} waiting, first done → N-th done:"
+        f" {mean_large / mean_small:.2f}× (means), {best_large / best_small:.2f}× (bests);"
+        " target ≥ 0.67×"
+    )
+
+
 # ---------------------------------------------------------------- end to end
 
 
@@ -390,16 +502,23 @@ def end_to_end(n: int, where: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench_throughput")
     parser.add_argument("n", nargs="?", type=int, default=20_000)
-    parser.add_argument("--mode", choices=("both", "drain", "e2e"), default="both")
+    parser.add_argument("--mode", choices=("both", "drain", "e2e", "backlog"), default="both")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--sandbox", choices=("thread", "process"), default="thread")
     parser.add_argument("--sides", choices=("both", "ours", "baseline"), default="both")
+    parser.add_argument(
+        "--waiting", type=int, default=1_000_000, help="--mode backlog: leads waiting (≥ N)"
+    )
     args = parser.parse_args(argv)
     print(f"({os.cpu_count()} CPUs; the emulator in a {args.sandbox})")
     if args.mode in ("both", "drain"):
         drain_against_drain(args.n, args.runs, args.sandbox, args.sides)
     if args.mode in ("both", "e2e"):
         end_to_end(args.n, args.sandbox)
+    if args.mode == "backlog":
+        if args.waiting < args.n:
+            parser.error("--waiting must be at least N")
+        drain_behind_backlog(args.n, args.waiting, args.runs, args.sandbox)
 
 
 if __name__ == "__main__":
