@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 from typing import Any
+
+from worker.ledger.store import NewLead
 
 _counter = itertools.count(1)
 
@@ -133,3 +136,22 @@ TABLES = {
     "salesman": salesman_table,
     "admitad": admitad_table,
 }
+
+
+def new_lead(
+    i: int | str,
+    key: str | None = None,
+    stages: int = 1,
+    delay: timedelta = timedelta(0),
+    destination: str = "k",
+) -> NewLead:
+    """A lead as intake hands it to the ledger, its id made from `i` (32 characters)."""
+    return NewLead(
+        id=f"lead{i:0>28}",
+        destination=destination,
+        payload={"n": i},
+        source="test",
+        idempotency_key=key,
+        stages=stages,
+        delay=delay,
+    )

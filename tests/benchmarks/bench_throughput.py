@@ -77,7 +77,7 @@ import httpx
 import psutil
 import psycopg
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from producers.client import Producer, celery_waker
 from sandbox import free_port, serve
@@ -86,7 +86,7 @@ from tests.benchmarks._common import fresh_database, fresh_redis
 from tests.benchmarks._procs import celery_worker, relay_env
 from tests.benchmarks.bench_ledger import BIG, claim_plan, load_pending, vacuum
 from tests.factories import kuper_lead, kuper_table
-from worker.delivery.context import build
+from worker.delivery.context import WorkerContext, build
 from worker.intake import Submission
 from worker.ledger import counts
 from worker.ledger.tables import DeliveryRow
@@ -274,9 +274,21 @@ def ours_drain(n: int, url: str) -> Drain:
     leads = [Submission(kuper_lead()) for _ in range(n)]
     for i in range(0, n, 5000):
         producer.submit_many("kuper-bench", leads[i : i + 5000])
+    settled, wall, cpu = _workers_deliver(ctx, env, n, DeliveryRow.state == "delivered")
+    ctx.close()
+    span, after = _span(settled)
+    return Drain(n, span, after, wall, cpu)
+
+
+def _workers_deliver(
+    ctx: WorkerContext, env: dict[str, str], n: int, delivered: ColumnElement[bool]
+) -> tuple[list[float], float, Cpu]:
+    """
+    4 worker processes and beat, until N deliveries match `delivered`: the settled
+    times of those that do (sorted), the wall time from the workers' start, the CPU.
+    """
     cpu, seen = Cpu(), [False]
     started = time.perf_counter()
-    delivered = DeliveryRow.state == "delivered"
     with celery_worker("worker", env, beat=True):
         while True:
             with ctx.sessions() as s:
@@ -286,10 +298,8 @@ def ours_drain(n: int, url: str) -> Drain:
             time.sleep(0.05)
         wall = time.perf_counter() - started
     with ctx.sessions() as s:
-        settled: list[datetime] = list(s.scalars(select(DeliveryRow.settled_at).where(delivered)))
-    ctx.close()
-    span, after = _span([t.timestamp() for t in settled])
-    return Drain(n, span, after, wall, cpu)
+        when: list[datetime] = list(s.scalars(select(DeliveryRow.settled_at).where(delivered)))
+    return sorted(t.timestamp() for t in when), wall, cpu
 
 
 def baseline_drain(n: int) -> Drain:
@@ -380,19 +390,7 @@ def backlog_drain(n: int, waiting: int, url: str, plan: bool = False) -> Drain:
     print(f"    {waiting:,} leads queued (COPY, VACUUM ANALYZE, CHECKPOINT) in {took:.0f} s")
     _wake_as_producer(settings, n)
     mine = (DeliveryRow.destination == BIG) & (DeliveryRow.state == "delivered")
-    cpu, seen = Cpu(), [False]
-    started = time.perf_counter()
-    with celery_worker("worker", env, beat=True):
-        while True:
-            with ctx.sessions() as s:
-                done = int(s.scalar(select(func.count()).where(mine)) or 0)
-            if _watch(done, n, cpu, seen):
-                break
-            time.sleep(0.05)
-        wall = time.perf_counter() - started
-    with ctx.sessions() as s:
-        when: list[datetime] = list(s.scalars(select(DeliveryRow.settled_at).where(mine)))
-    settled = sorted(t.timestamp() for t in when)
+    settled, wall, cpu = _workers_deliver(ctx, env, n, mine)
     if plan:
         print(
             f"    EXPLAIN (ANALYZE, BUFFERS), one claim of 50 with {waiting - len(settled):,} left:"

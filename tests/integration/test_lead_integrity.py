@@ -12,6 +12,7 @@ from alembic import command
 from sqlalchemy import delete, exists, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.factories import new_lead
 from worker import ledger
 from worker.leads import LeadState
 from worker.ledger import migrate
@@ -26,15 +27,7 @@ LEASE = timedelta(seconds=30)
 
 
 def lead(name: str, key: str | None = None, stages: int = 1, delay: int = 0) -> NewLead:
-    return NewLead(
-        id=f"{name:0>32}",
-        destination="k",
-        payload={"n": name},
-        source="t",
-        idempotency_key=key,
-        stages=stages,
-        delay=timedelta(seconds=delay),
-    )
+    return new_lead(name, key, stages, timedelta(seconds=delay))
 
 
 def orphans(s: Session) -> int:
@@ -60,7 +53,7 @@ def test_intake_and_retention_leave_no_delivery_without_its_lead(
         per_lead = select(DeliveryRow.lead_id, func.count()).group_by(DeliveryRow.lead_id)
         stages = dict(s.execute(per_lead).all())
         assert stages == {
-            f"{n:0>32}": m for n, m in {"a": 1, "b": 1, "staged": 3, "later": 1, "c": 1}.items()
+            f"lead{n:0>28}": m for n, m in {"a": 1, "b": 1, "staged": 3, "later": 1, "c": 1}.items()
         }
         assert orphans(s) == 0
 
@@ -74,7 +67,7 @@ def test_intake_and_retention_leave_no_delivery_without_its_lead(
 
     with ledger_sessions() as s:
         # the staged lead keeps its held stages, and so itself; the rest went whole
-        assert set(s.scalars(select(LeadRow.id))) == {f"{'staged':0>32}"}
+        assert set(s.scalars(select(LeadRow.id))) == {f"lead{'staged':0>28}"}
         assert removed.leads == 4
         assert s.scalar(select(func.count()).select_from(DeliveryRow)) == 3
         assert orphans(s) == 0
@@ -106,7 +99,7 @@ def test_0008_drops_the_key_on_postgresql_and_keeps_every_row(empty_url: str) ->
     assert keys() == [["lead_id"]]
     if postgresql:  # the key is back, checked, and cascades as before
         with sessions.begin() as s:
-            s.execute(delete(LeadRow).where(LeadRow.id == f"{'l0':0>32}"))
+            s.execute(delete(LeadRow).where(LeadRow.id == f"lead{'l0':0>28}"))
         with sessions() as s:
             assert s.scalar(select(func.count()).select_from(DeliveryRow)) == 29
     engine.dispose()

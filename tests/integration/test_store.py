@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.factories import new_lead
 from worker import ledger
 from worker.leads import LeadState
 from worker.ledger import db, reports
@@ -31,14 +32,7 @@ def sessions(url: str) -> sessionmaker[Session]:
 
 
 def lead(i: int, key: str | None = None, stages: int = 1) -> NewLead:
-    return NewLead(
-        id=f"lead{i:028d}",
-        destination="k",
-        payload={"n": i},
-        source="test",
-        idempotency_key=key,
-        stages=stages,
-    )
+    return new_lead(i, key, stages)
 
 
 def test_the_same_key_twice_gives_one_lead_and_the_first_id(
