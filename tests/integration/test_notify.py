@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.client import Producer
@@ -345,6 +345,28 @@ def test_events_sent_under_another_epoch_go_again_and_old_ones_are_deleted(
     assert events(sessions) == []
 
 
+def test_a_server_changed_under_the_epoch_sends_the_last_hours_events_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A failover or a restart from disk keeps the epoch and may lose the last messages."""
+    settle_all(sessions, 5)
+    notify.flush(sessions, Recorder(), "epoch-a", clock=lambda: NOW - timedelta(hours=2))
+    with sessions.begin() as s:  # three of them sent ten minutes ago instead
+        recent = select(OutboxRow.id).order_by(OutboxRow.id.desc()).limit(3).scalar_subquery()
+        s.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(recent))
+            .values(sent_at=NOW - timedelta(minutes=10))
+        )
+
+    again = Recorder()
+    report = notify.flush(sessions, again, "epoch-a", clock=lambda: NOW, moved=True)
+    assert (report.resent, report.sent) == (3, 3)  # the last hour's; not the two before it
+    sent_at = sorted(e["sent_at"] for e in events(sessions))
+    assert sent_at == [NOW - timedelta(hours=2)] * 2 + [NOW] * 3
+    assert notify.flush(sessions, Recorder(), "epoch-a", clock=lambda: NOW).resent == 0
+
+
 def test_flushers_at_once_take_disjoint_batches(ledger_url: str) -> None:
     """FOR UPDATE SKIP LOCKED: a flusher holding a batch is passed over, not waited for."""
     sessions = make_sessionmaker(make_engine(ledger_url))
@@ -459,6 +481,29 @@ def test_a_flush_that_published_before_a_wipe_but_committed_after_is_caught_next
     notify.flush(ctx.sessions, Recorder(), old, clock=lambda: NOW)  # the late commit
     assert tasks.flush_events()["resent"] == 2
     assert len(queued(client, "app.events")) == 2
+    client.close()
+
+
+def test_a_promoted_replica_holding_the_old_servers_id_gets_the_recent_events_again(
+    notifying_ctx: WorkerContext, redis_url: str
+) -> None:
+    """
+    After a Sentinel failover the new master holds the epoch and SERVER_KEY as the old
+    master last wrote them, and runs under its own run_id: what this test writes.
+    """
+    ctx = notifying_ctx
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+    settle_all(ctx.sessions, 3)
+    assert tasks.flush_events() == {"sent": 3, "resent": 0, "deleted": 0}
+    run_id = client.info("server")["run_id"]
+    assert client.get(notify.SERVER_KEY) == run_id.encode()
+
+    client.set(notify.SERVER_KEY, "the-old-master-run-id")
+    client.delete("app.events")  # what the replica never received
+    assert tasks.flush_events() == {"sent": 3, "resent": 3, "deleted": 0}
+    assert len(queued(client, "app.events")) == 3
+    assert client.get(notify.SERVER_KEY) == run_id.encode()
+    assert tasks.flush_events() == {"sent": 0, "resent": 0, "deleted": 0}  # once, not each flush
     client.close()
 
 

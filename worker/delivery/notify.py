@@ -21,6 +21,14 @@ may commit after the next flush set the new epoch, and the flush after that
 still catches its events. Sent events are kept KEEP_SENT, then deleted a batch
 per flush: an event the upstream app has not taken from Redis within that time
 is not sent again after a wipe.
+
+A broker can also lose its last messages and keep the epoch: a Sentinel failover
+promotes a replica that had not yet received them (replication is asynchronous,
+and the key went over long before), and a restart from an RDB snapshot comes back
+without what arrived after the snapshot. Either way the server is another one: its
+`run_id` (INFO server) differs from the one the flushers last saw, kept in the
+broker too (SERVER_KEY). The flush that notices sends the events of the last
+RECENT again before it publishes the rest.
 """
 
 from __future__ import annotations
@@ -50,6 +58,12 @@ Publish = Callable[[str, str, Mapping[str, Any]], None]
 EPOCH_KEY = f"{keys.PREFIX}:broker-epoch"
 #: how long a sent event is kept, to be sent again should the broker be wiped
 KEEP_SENT = timedelta(days=1)
+#: the run_id of the broker's server as the flushers last saw it; replicated and saved
+#: with the epoch, so a promoted replica or a restarted server holds the old one
+SERVER_KEY = f"{keys.PREFIX}:broker-server"
+#: how far back events go again when the server changed under the epoch: well past a
+#: replica's lag, and Redis' default snapshot schedule (`save 3600 1`) at its longest
+RECENT = timedelta(hours=1)
 #: events published per transaction
 BATCH = 200
 #: the most seconds one flush publishes for; beat starts the next one a second later
@@ -77,6 +91,25 @@ def broker_epoch(client: redis.Redis[bytes]) -> str:
         client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
 
 
+def broker_moved(client: redis.Redis[bytes]) -> str | None:
+    """
+    The broker's server's run_id when it is not the server the flushers last saw
+    (a failover, a restart); None when it is, or when none was seen yet. Tell
+    `server_seen` once its events went again.
+    """
+    run_id = str(client.info("server")["run_id"])
+    seen = client.get(SERVER_KEY)
+    if seen is None:
+        client.set(SERVER_KEY, run_id)
+        return None
+    return None if seen.decode() == run_id else run_id
+
+
+def server_seen(client: redis.Redis[bytes], run_id: str) -> None:
+    """The events sent before the server changed went again: the next flush sends none."""
+    client.set(SERVER_KEY, run_id)
+
+
 @dataclass
 class Flush:
     """What one flush did."""
@@ -99,18 +132,29 @@ def flush(
     clock: Callable[[], datetime] = utcnow,
     batch: int = BATCH,
     budget_s: float = BUDGET_S,
+    moved: bool = False,
 ) -> Flush:
     """
     Publish unsent events under the broker epoch `epoch`, a batch per
     transaction, until none is left, `budget_s` has passed, or `publish` fails.
+    `moved`: the broker's server changed under the epoch (`broker_moved`), so the
+    events it took in the last RECENT go again first.
     """
     report = Flush()
     with sessions.begin() as session:
         report.resent = outbox.send_again(session, epoch)
+        if moved:
+            report.resent += outbox.send_again_since(session, epoch, clock() - RECENT)
     if report.resent:  # logged now: a flush killed before its end would leave no trace
         log.warning(
-            "settlement events sent again: the broker was wiped since they were sent",
-            extra={"event": "notify.resent", "resent": report.resent, "epoch": epoch},
+            "settlement events sent again: the broker was wiped, or its server changed,"
+            " since they were sent",
+            extra={
+                "event": "notify.resent",
+                "resent": report.resent,
+                "epoch": epoch,
+                "server_changed": moved,
+            },
         )
     deadline = time.monotonic() + budget_s
     while True:

@@ -178,6 +178,21 @@ def send_again(session: Session, epoch: str) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def send_again_since(session: Session, epoch: str, since: datetime) -> int:
+    """
+    Every event sent under `epoch` at or after `since` is unsent again: the broker's
+    server changed under the epoch (`notify.broker_moved`), and the new one may lack
+    what the old one took last. One range of ix_outbox_sent.
+    """
+    result = session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.sent_epoch == epoch, OutboxRow.sent_at >= since)
+        .values(sent_at=None, sent_epoch=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def delete_sent(session: Session, epoch: str, before: datetime, limit: int) -> int:
     """Delete up to `limit` events sent under `epoch` before `before`; returns how many."""
     old = (

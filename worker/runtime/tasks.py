@@ -254,9 +254,15 @@ def flush_events() -> dict[str, Any]:
     ctx = context.current()
     try:
         with app.producer_or_acquire() as producer:
-            epoch = notify.broker_epoch(producer.channel.client)
+            client = producer.channel.client
+            epoch = notify.broker_epoch(client)
+            moved = notify.broker_moved(client)
             publish = partial(_publish, producer)
-            report = notify.flush(ctx.sessions, publish, epoch, clock=ctx.clock)
+            report = notify.flush(
+                ctx.sessions, publish, epoch, clock=ctx.clock, moved=moved is not None
+            )
+            if moved is not None:
+                notify.server_seen(client, moved)
     except (redis.RedisError, OperationalError) as exc:  # beat asks again in a second
         log.warning(
             "settlement events wait: the broker is away",
