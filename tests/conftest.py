@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,13 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/ledger.db"
         return
-    name = f"leadrelay_test_empty_{os.getpid()}"
+    with scratch_database(f"leadrelay_test_empty_{os.getpid()}") as url:
+        yield url
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """An empty PostgreSQL database `name` (no schema), created anew; dropped after."""
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {name}")

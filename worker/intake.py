@@ -8,7 +8,6 @@ once it is committed; a refused one is never stored as a lead.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import ledger
 from worker.errors import FieldError, LeadInvalid, UnknownDestination
-from worker.ledger.db import make_engine, make_sessionmaker
+from worker.ledger.db import json_text, make_engine, make_sessionmaker
 from worker.platforms import adapter_for
 from worker.settings import Settings
 
@@ -166,7 +165,7 @@ def _storable_json(payload: dict[str, Any]) -> str | None:
     if (encoded is None or "\\u0000" in encoded) and any(True for _ in _unstorable_text(payload)):
         return None
     # nothing the walk refuses: the standard library's encoder raises what pydantic-core did
-    return encoded if encoded is not None else json.dumps(payload, ensure_ascii=False)
+    return encoded if encoded is not None else json_text(payload)
 
 
 def _unstorable_text(value: Any, path: str = "") -> Iterator[FieldError]:

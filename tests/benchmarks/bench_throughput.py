@@ -302,16 +302,21 @@ def _workers_deliver(
     return sorted(t.timestamp() for t in when), wall, cpu
 
 
+def _baseline_broker() -> tuple[str, dict[str, str]]:
+    """The baseline's Redis (emptied, its app pointed at it) and its workers' environment."""
+    from tests.benchmarks import baseline_app
+
+    broker = fresh_redis(11)
+    baseline_app.app.conf.broker_url = broker
+    env = relay_env("sqlite://", broker, {}, Path(tempfile.mkdtemp()))
+    return broker, {**env, "BASELINE_BROKER": broker}
+
+
 def baseline_drain(n: int) -> Drain:
     """N no-op tasks delay()ed before 4 worker processes start."""
     from tests.benchmarks import baseline_app
 
-    broker = fresh_redis(11)
-    env = {
-        **relay_env("sqlite://", broker, {}, Path(tempfile.mkdtemp())),
-        "BASELINE_BROKER": broker,
-    }
-    baseline_app.app.conf.broker_url = broker
+    broker, env = _baseline_broker()
     r = redis.Redis.from_url(broker)
     for i in range(n):
         baseline_app.noop.delay(i)
@@ -462,14 +467,9 @@ def ours(n: int, url: str) -> float:
 
 
 def baseline(n: int) -> float:
-    broker = fresh_redis(11)
-    env = {
-        **relay_env("sqlite://", broker, {}, Path(tempfile.mkdtemp())),
-        "BASELINE_BROKER": broker,
-    }
     from tests.benchmarks import baseline_app
 
-    baseline_app.app.conf.broker_url = broker
+    broker, env = _baseline_broker()
     counter = redis.Redis.from_url(broker)
     with celery_worker("tests.benchmarks.baseline_app", env, queues="baseline"):
         start = time.perf_counter()

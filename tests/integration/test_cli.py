@@ -292,17 +292,10 @@ def test_version_and_short_help(run_cli: Callable[..., subprocess.CompletedProce
 @pytest.fixture
 def spare_pg() -> Iterator[str]:
     """An empty PostgreSQL database of this test's own (no schema), dropped after."""
-    import psycopg
+    from tests.conftest import scratch_database
 
-    from tests.conftest import PG_ADMIN, _pg_url
-
-    name = f"leadrelay_cli_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    yield _pg_url(name)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(f"leadrelay_cli_{os.getpid()}") as url:
+        yield url
 
 
 PHONE_DIGITS = "9158881122"

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.factories import new_lead
 from worker import ledger
 from worker.leads import Delivery, LeadState
 from worker.ledger import counts, migrate, reports
@@ -26,13 +27,7 @@ LEASE = timedelta(seconds=30)
 
 
 def new(i: int, destination: str = "k", stages: int = 1) -> NewLead:
-    return NewLead(
-        id=f"lead{destination}{i:027d}",
-        destination=destination,
-        payload={"n": i},
-        source="test",
-        stages=stages,
-    )
+    return new_lead(f"{destination}{i:027d}", stages=stages, destination=destination)
 
 
 def scanned(s: Session) -> dict[str, dict[str, int]]:

@@ -19,7 +19,7 @@ different SQL, the query calls a helper here, named after what it does:
 * `insert_ignoring`          INSERT … ON CONFLICT DO NOTHING, in each database's own construct
 * `bulk_insert`              COPY on PostgreSQL; a plain multi-row INSERT on SQLite
 * `copies`, `copy_rows`      COPY of rows given as sequences, where the session can COPY
-* `any_of`                   `= ANY(array)` on PostgreSQL (one parameter); `IN (…)` on SQLite
+* `json_text`                a JSON value as the text COPY and `CAST(… AS jsonb)` take
 * `skip_locked`              FOR UPDATE SKIP LOCKED on PostgreSQL; nothing on SQLite
 * `flag_is`                  a boolean column in the form its partial index's WHERE is written
 * `update_returning_joined`  UPDATE … FROM … RETURNING on PostgreSQL; two statements on SQLite
@@ -43,13 +43,10 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     Select,
-    String,
     Update,
     create_engine,
     event,
-    func,
     insert,
-    literal,
     select,
     text,
 )
@@ -272,24 +269,29 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, An
         session,
         model,
         columns,
-        (
-            [
-                json.dumps(row[c], ensure_ascii=False) if c in json_columns else row[c]
-                for c in columns
-            ]
-            for row in rows
-        ),
+        ([json_text(row[c]) if c in json_columns else row[c] for c in columns] for row in rows),
     )
 
 
+def json_text(value: Any) -> str:
+    """A JSON column's value as the text a COPY or a cast to jsonb takes (UTF-8, not escaped)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def copies(session: Session) -> bool:
+    """Whether `copy_rows` can run on the session (`_copying`)."""
+    return _copying(session) is not None
+
+
+def _copying(session: Session) -> psycopg.Connection[Any] | None:
     """
-    Whether `copy_rows` can run on the session: PostgreSQL through psycopg's sync
-    connection (an asyncio session's, under `run_sync`, has no COPY to lend).
+    The session's psycopg sync connection, which COPY runs on; None on SQLite, and
+    for an asyncio session's (under `run_sync`), which has no COPY to lend.
     """
     if not on_postgresql(session):
-        return False
-    return isinstance(session.connection().connection.dbapi_connection, psycopg.Connection)
+        return None
+    raw = session.connection().connection.dbapi_connection
+    return raw if isinstance(raw, psycopg.Connection) else None
 
 
 def copy_rows(
@@ -300,8 +302,8 @@ def copy_rows(
     each row a sequence in `columns`' order, a JSON column's value as JSON text.
     `bulk_insert` without its per-row dict, for a caller that has the values ready.
     """
-    raw = session.connection().connection.dbapi_connection
-    if not isinstance(raw, psycopg.Connection):
+    raw = _copying(session)
+    if raw is None:
         raise TypeError("copy_rows needs a session on psycopg's sync connection (`copies`)")
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(model.__tablename__),
@@ -315,15 +317,6 @@ def copy_rows(
         # COPY runs past SQLAlchemy and its hook: its CONTEXT quotes the failing row
         primary_message(exc)
         raise
-
-
-def any_of(
-    session: Session, column: QueryableAttribute[str], values: Sequence[str]
-) -> ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL one array parameter (= ANY) instead of one per value."""
-    if on_postgresql(session):
-        return column == func.any(literal(list(values), type_=postgresql.ARRAY(String)))
-    return column.in_(values)
 
 
 def skip_locked(query: Select[*_Ts]) -> Select[*_Ts]:

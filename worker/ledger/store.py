@@ -20,7 +20,6 @@ Writes that matter for "never lose a lead" are single statements:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -159,12 +158,8 @@ def _insert_new(session: Session, leads: Sequence[NewLead], now: datetime) -> se
     if all(lead.idempotency_key is None for lead in leads):
         if all(lead.payload_json is not None for lead in leads) and db.copies(session):
             # the payload as intake encoded it, and no dict per row: a bulk import's path
-            db.copy_rows(
-                session,
-                LeadRow,
-                _LEAD_COLUMNS,
-                [(x.id, x.destination, None, x.payload_json, x.source, now) for x in leads],
-            )
+            copied = [_lead_values(lead, now, lead.payload_json) for lead in leads]
+            db.copy_rows(session, LeadRow, _LEAD_COLUMNS, copied)
         else:
             db.bulk_insert(session, LeadRow, [_lead_row(lead, now) for lead in leads])
         return {lead.id for lead in leads}
@@ -182,9 +177,13 @@ def _insert_new(session: Session, leads: Sequence[NewLead], now: datetime) -> se
 _LEAD_COLUMNS = ("id", "destination", "idempotency_key", "payload", "source", "created_at")
 
 
+def _lead_values(lead: NewLead, now: datetime, payload: Any) -> tuple[Any, ...]:
+    """A lead's row in `_LEAD_COLUMNS` order, its payload as given (a dict, or JSON text)."""
+    return (lead.id, lead.destination, lead.idempotency_key, payload, lead.source, now)
+
+
 def _lead_row(lead: NewLead, now: datetime) -> dict[str, Any]:
-    values = (lead.id, lead.destination, lead.idempotency_key, dict(lead.payload), lead.source, now)
-    return dict(zip(_LEAD_COLUMNS, values, strict=True))
+    return dict(zip(_LEAD_COLUMNS, _lead_values(lead, now, dict(lead.payload)), strict=True))
 
 
 #: PostgreSQL: the first delivery of each lead just written, from the ids and
@@ -201,13 +200,18 @@ _QUEUE_NEW = text(
 
 
 def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime) -> None:
-    single = [lead.id for lead in leads if lead.stages <= 1 and not lead.delay]
+    first = [lead for lead in leads if lead.stages <= 1 and not lead.delay]
+    single = [lead.id for lead in first]
     if single and db.on_postgresql(session):
-        destinations = [lead.destination for lead in leads if lead.stages <= 1 and not lead.delay]
-        params = {"ids": single, "destinations": destinations, "queued": str(LeadState.QUEUED)}
-        session.execute(_QUEUE_NEW, {**params, "now": now})
+        params = {
+            "ids": single,
+            "destinations": [lead.destination for lead in first],
+            "queued": str(LeadState.QUEUED),
+            "now": now,
+        }
+        session.execute(_QUEUE_NEW, params)
     elif single:
-        # One statement from the rows just written: no per-row parameters to send.
+        # SQLite: one statement from the rows just written, no per-row parameters to send
         session.execute(
             insert(DeliveryRow).from_select(
                 [
@@ -235,7 +239,7 @@ def _insert_deliveries(session: Session, leads: Sequence[NewLead], now: datetime
                     literal({}, type_=DeliveryRow.__table__.c.data.type),
                     LeadRow.created_at,
                     LeadRow.created_at,
-                ).where(db.any_of(session, LeadRow.id, single)),
+                ).where(LeadRow.id.in_(single)),
             )
         )
     # staged leads, and a single delivery due later (its first stage's pause): one row each
@@ -560,7 +564,7 @@ def _settle_in_one(
         "due": list(due),
         "details": list(details),
         "external": list(external),
-        "data": [json.dumps(d, ensure_ascii=False) for d in data],
+        "data": [db.json_text(d) for d in data],
         "doubt": list(doubt),
         "due_again": list(due_again),
         "settled": list(settled),
@@ -699,7 +703,7 @@ def _record_in_one(
     """
     params = {
         **row,
-        "request": json.dumps(row["request"], ensure_ascii=False),
+        "request": db.json_text(row["request"]),
         "ids": [d for d, _, _ in results],
         "outcomes": [o for _, o, _ in results],
         "details": [t[:2000] for _, _, t in results],
